@@ -1,1 +1,22 @@
+//! detrc: prepares DETR-family detection transformers for NVIDIA TensorRT.
+//!
+//! Data flows `load -> ir -> passes -> emit -> build -> run`, one module each:
+//! - [`load`]: ONNX protobuf (memory-mapped, zero-copy) and external data;
+//! - [`ir`]: the petgraph IR, its validator and text dump;
+//! - [`pass`]: the pass manager; the passes themselves live in the top-level `passes/` folder;
+//! - [`eval`]: the CPU evaluator used by constant folding;
+//! - [`emit`]: streamed, atomic ONNX writing;
+//! - [`reference`]: the CPU reference runtime used by `--verify`, tests and `detrc run`.
 
+pub mod driver;
+pub mod emit;
+pub mod error;
+pub mod eval;
+pub mod ir;
+pub mod load;
+pub mod pass;
+#[path = "../passes/mod.rs"]
+pub mod passes;
+pub mod reference;
+
+pub use error::{Error, Result};

@@ -1,1 +1,16 @@
-fn main() {}
+//! The `detrc` command line.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`detrc inspect m.onnx | head`) like other Unix tools,
+    // instead of panicking inside println!.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of a signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    cli::main()
+}

@@ -1,0 +1,286 @@
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use detrc::emit::ExternalData;
+use detrc::pass::{Event, Pipeline};
+use detrc::reference::compare::Tolerance;
+
+use super::{Exit, EXIT_USAGE, EXIT_VERIFY};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ONNX model to compile.
+    input: PathBuf,
+    /// Where to write the compiled model.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Run only these passes, in this order (comma separated; see `detrc passes`).
+    #[arg(long, value_delimiter = ',')]
+    passes: Option<Vec<String>>,
+    /// Leave these passes out of the pipeline (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    /// Write a JSON report of every pass step to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Check the result against the input on seeded random inputs with the CPU reference
+    /// runtime; on a mismatch nothing is written and the exit code is 3.
+    #[arg(long)]
+    verify: bool,
+    /// Seed of the first verification input (with --verify).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// How many seeded input sets to verify with.
+    #[arg(long, default_value_t = 2)]
+    verify_runs: u64,
+    /// Absolute tolerance for --verify.
+    #[arg(long, default_value_t = 1e-4)]
+    atol: f32,
+    /// Relative tolerance for --verify.
+    #[arg(long, default_value_t = 1e-4)]
+    rtol: f32,
+    /// Write the IR as text into this folder before the first pass and after every change.
+    #[arg(long)]
+    dump_ir: Option<PathBuf>,
+    /// Fail when a DETR pass does not apply, or when a pass has to be rolled back.
+    #[arg(long)]
+    strict: bool,
+    /// Rounds of the pipeline at most (it stops earlier at a fixed point).
+    #[arg(long, default_value_t = 8)]
+    max_iterations: usize,
+    /// Stop after this many pass executions (to bisect a bad rewrite).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Bytes a folded constant may take beyond the constants it replaces.
+    #[arg(long, default_value_t = 1 << 20)]
+    fold_budget: usize,
+    /// Store weights in `<output>.data`: auto (only past 2 GiB), always, never.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
+    external_data: String,
+    /// Write a Make-style dependency file (the output depends on the model and its data).
+    #[arg(long)]
+    depfile: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn pipeline_for(
+    only: Option<&[String]>,
+    skip: &[String],
+) -> Result<Vec<Box<dyn detrc::pass::Pass>>, Exit> {
+    let valid = detrc::passes::names().join(", ");
+    let unknown = |n: &str| {
+        Exit(
+            EXIT_USAGE,
+            anyhow!(detrc::Error::UnknownPass {
+                name: n.to_string(),
+                valid: valid.clone(),
+            }),
+        )
+    };
+    for n in skip {
+        if !detrc::passes::names().contains(&n.as_str()) {
+            return Err(unknown(n));
+        }
+    }
+    let passes = match only {
+        Some(list) => {
+            let mut v = Vec::new();
+            for n in list {
+                let p = detrc::passes::by_name(n).ok_or_else(|| unknown(n))?;
+                v.push(p);
+            }
+            v
+        }
+        None => detrc::passes::registry(),
+    };
+    Ok(passes
+        .into_iter()
+        .filter(|p| !skip.iter().any(|s| s == p.name()))
+        .collect())
+}
+
+pub fn run(a: Args) -> Result<(), Exit> {
+    let passes = pipeline_for(a.passes.as_deref(), &a.skip)?;
+    let mut pipeline = Pipeline::new(passes);
+    pipeline.max_iterations = a.max_iterations.max(1);
+    pipeline.max_steps = a.max_steps;
+    pipeline.dump_dir = a.dump_ir.clone();
+    pipeline.context.strict = a.strict;
+    pipeline.context.fold_budget_bytes = a.fold_budget;
+
+    let quiet = a.quiet || a.json;
+    let tty = std::io::stderr().is_terminal();
+    let t0 = std::time::Instant::now();
+    let mut on = |e: Event| {
+        if quiet {
+            return;
+        }
+        match e {
+            Event::Start { step, pass } if tty => {
+                eprint!("\r\x1b[2K  [{step:>3}] {pass}…");
+            }
+            Event::Done(r) if r.status != "unchanged" => {
+                if tty {
+                    eprint!("\r\x1b[2K");
+                }
+                let detail = r.details.join("; ");
+                eprintln!(
+                    "  [{:>3}] {:<20} {:<14} {}",
+                    r.step, r.pass, r.status, detail
+                );
+            }
+            _ => {}
+        }
+    };
+    let compiled = detrc::driver::compile(&a.input, &pipeline, &mut on)
+        .with_context(|| format!("cannot compile {}", a.input.display()))?;
+    if tty && !quiet {
+        eprint!("\r\x1b[2K");
+    }
+    let compile_s = t0.elapsed().as_secs_f64();
+
+    let mut verification = None;
+    if a.verify {
+        let bytes = {
+            let mut v = Vec::new();
+            detrc::emit::write_model(&compiled.model, &mut v)?;
+            v
+        };
+        let seeds: Vec<u64> = (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect();
+        let v = detrc::driver::verify(
+            &a.input,
+            &bytes,
+            &seeds,
+            Tolerance {
+                atol: a.atol,
+                rtol: a.rtol,
+            },
+        )
+        .context("verification could not run")?;
+        if !v.ok() {
+            let lines: Vec<String> = v
+                .outputs
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}: max |diff| {:.3e}{}{}",
+                        o.name,
+                        o.max_abs,
+                        if o.ok { "" } else { " FAIL" },
+                        o.note
+                            .as_deref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            return Err(Exit(
+                EXIT_VERIFY,
+                anyhow!(
+                    "outputs differ from the original (seed {}, atol {}, rtol {}); nothing written:\n  {}",
+                    v.seed,
+                    a.atol,
+                    a.rtol,
+                    lines.join("\n  ")
+                ),
+            ));
+        }
+        verification = Some(v);
+    }
+
+    let mode = match a.external_data.as_str() {
+        "always" => ExternalData::Always,
+        "never" => ExternalData::Never,
+        _ => ExternalData::Auto,
+    };
+    detrc::emit::save(&compiled.model, &a.output, mode)
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    if let Some(dep) = &a.depfile {
+        write_depfile(dep, &a.output, &a.input)?;
+    }
+
+    let before: usize = compiled.ops_before.values().sum();
+    let after: usize = compiled.ops_after.values().sum();
+    if let Some(r) = &a.report {
+        let j = serde_json::json!({
+            "input": a.input,
+            "output": a.output,
+            "nodes_before": before,
+            "nodes_after": after,
+            "ops_before": compiled.ops_before,
+            "ops_after": compiled.ops_after,
+            "steps": compiled.reports,
+            "verification": verification,
+        });
+        detrc::emit::atomic::write_bytes(r, serde_json::to_string_pretty(&j)?.as_bytes())?;
+    }
+    if a.json {
+        let j = serde_json::json!({
+            "input": a.input, "output": a.output,
+            "nodes_before": before, "nodes_after": after,
+            "ops_before": compiled.ops_before, "ops_after": compiled.ops_after,
+            "seconds": compile_s,
+            "verified": verification.as_ref().map(|v| v.ok()),
+        });
+        println!("{}", serde_json::to_string(&j)?);
+    } else if !a.quiet {
+        print_table(&compiled.ops_before, &compiled.ops_after);
+        eprintln!(
+            "compiled {} -> {}: {before} -> {after} nodes in {compile_s:.2}s{}",
+            a.input.display(),
+            a.output.display(),
+            match &verification {
+                Some(v) => format!(
+                    ", verified (max |diff| {:.2e})",
+                    v.outputs.iter().map(|o| o.max_abs).fold(0f32, f32::max)
+                ),
+                None => String::new(),
+            }
+        );
+    }
+    Ok(())
+}
+
+fn print_table(
+    before: &std::collections::BTreeMap<String, usize>,
+    after: &std::collections::BTreeMap<String, usize>,
+) {
+    let ops: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut rows: Vec<(&String, usize, usize)> = ops
+        .into_iter()
+        .map(|o| (o, *before.get(o).unwrap_or(&0), *after.get(o).unwrap_or(&0)))
+        .collect();
+    rows.sort_by(|x, y| y.1.max(y.2).cmp(&x.1.max(x.2)).then(x.0.cmp(y.0)));
+    eprintln!("  {:<24} {:>7} {:>7}", "op", "before", "after");
+    for (o, b, a) in rows {
+        let mark = if b != a { "" } else { "  =" };
+        eprintln!("  {o:<24} {b:>7} {a:>7}{mark}");
+    }
+    eprintln!(
+        "  {:<24} {:>7} {:>7}",
+        "total",
+        before.values().sum::<usize>(),
+        after.values().sum::<usize>()
+    );
+}
+
+/// `OUT: IN [IN's external data files]`, with spaces escaped as Make expects.
+pub fn write_depfile(dep: &Path, output: &Path, input: &Path) -> Result<(), Exit> {
+    let esc = |p: &Path| p.display().to_string().replace(' ', "\\ ");
+    let mut deps = vec![esc(input)];
+    let proto = detrc::load::load_proto(input)?;
+    let dir = input.parent().unwrap_or(Path::new(""));
+    for loc in detrc::load::external::locations(&proto) {
+        deps.push(esc(&dir.join(loc)));
+    }
+    let text = format!("{}: {}\n", esc(output), deps.join(" "));
+    detrc::emit::atomic::write_bytes(dep, text.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Argument parsing and dispatch. Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed.
+
+mod compile;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_VERIFY: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "detrc",
+    version,
+    about = "Prepares DETR-family detection transformers (ONNX) for NVIDIA TensorRT",
+    long_about = "Prepares DETR-family detection transformers (ONNX) for NVIDIA TensorRT.\n\n\
+        Exit codes: 0 success, 1 error, 2 usage error, 3 verification failed."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Rewrite an ONNX model (prune auxiliary heads, fold constants, simplify) and write it.
+    Compile(compile::Args),
+    /// Show a model's inputs, outputs and operator histogram (ONNX or engine sidecar).
+    Inspect(inspect::Args),
+    /// List the available passes in default pipeline order.
+    Passes,
+}
+
+/// An error that carries its exit code.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Exit {
+    fn from(e: E) -> Self {
+        Exit(EXIT_ERROR, e.into())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let res = match cli.cmd {
+        Cmd::Compile(a) => compile::run(a),
+        Cmd::Inspect(a) => inspect::run(a),
+        Cmd::Passes => {
+            for p in detrc::passes::registry() {
+                let tag = if p.detr_specific() { " [detr]" } else { "" };
+                println!("{:<22} {}{tag}", p.name(), p.about());
+            }
+            Ok(())
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit(code, e)) => {
+            eprintln!("detrc: error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Loading ONNX models: memory-mapped, zero-copy protobuf decoding, external data.
+
+pub mod external;
+pub mod proto;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::error::{Error, Result};
+use proto::ModelProto;
+
+/// A decoded model and where it came from (external data is resolved relative to `dir`).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub proto: ModelProto,
+    pub path: PathBuf,
+    /// True if any tensor had its bytes in an external file.
+    pub had_external_data: bool,
+}
+
+/// Maps a file read-only. The map outlives this call inside the returned `Bytes`, and every
+/// tensor decoded from it points into the map instead of owning a copy.
+pub fn map_file(path: &Path) -> Result<Bytes> {
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(read_err)?;
+    let len = file.metadata().map_err(read_err)?.len();
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the map is read-only. A concurrent truncation of the file by another process
+    // would fault; that is the documented hazard of every mmap-based loader and we write our
+    // own outputs by rename, never in place.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
+    Ok(Bytes::from_owner(map))
+}
+
+/// Decodes a model without touching external data: the exact protobuf as stored.
+pub fn load_proto(path: &Path) -> Result<ModelProto> {
+    let bytes = map_file(path)?;
+    decode(path, bytes)
+}
+
+pub fn decode(path: &Path, bytes: Bytes) -> Result<ModelProto> {
+    if bytes.is_empty() {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let model = ModelProto::decode(bytes).map_err(|source| Error::Decode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Protobuf accepts many byte strings as a valid message (e.g. a text file that happens to
+    // parse as a few unknown fields). A model without a graph or opset is not ONNX.
+    if model.graph.is_none() {
+        return Err(Error::Invalid(format!(
+            "{} decodes as protobuf but has no graph: not an ONNX model",
+            path.display()
+        )));
+    }
+    if model.opset_import.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} has no opset_import: not a usable ONNX model",
+            path.display()
+        )));
+    }
+    Ok(model)
+}
+
+/// Loads a model and resolves external data into (memory-mapped) `raw_data`.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let mut proto = load_proto(path)?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let had_external_data = external::resolve(&mut proto, &dir)?;
+    Ok(Loaded {
+        proto,
+        path: path.to_path_buf(),
+        had_external_data,
+    })
+}

@@ -1,0 +1,191 @@
+//! The pass manager: runs passes to a fixed point, checks the IR after every pass, rolls a
+//! failed pass back, and records what each one did.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ir::Graph;
+
+/// Settings every pass can read.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// A DETR pass that does not apply is an error instead of a note.
+    pub strict: bool,
+    /// Constant folding never creates a tensor larger than this many bytes unless it replaces
+    /// at least as many bytes of constant inputs.
+    pub fold_budget_bytes: usize,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context {
+            strict: false,
+            fold_budget_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What a pass reports back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The graph was rewritten; each line says what changed.
+    Changed(Vec<String>),
+    /// The pass applied but found nothing to do.
+    Unchanged,
+    /// The pattern the pass looks for is not in this model; the reason says why.
+    NotApplicable(String),
+}
+
+impl Outcome {
+    pub fn changed(lines: Vec<String>) -> Outcome {
+        if lines.is_empty() {
+            Outcome::Unchanged
+        } else {
+            Outcome::Changed(lines)
+        }
+    }
+}
+
+/// A graph rewrite. Implementations find their targets by pattern every time they run; node
+/// indices never survive from one run to the next.
+pub trait Pass: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// One line for `detrc passes`.
+    fn about(&self) -> &'static str;
+    /// True for the passes that only make sense on DETR models (they may say not applicable).
+    fn detr_specific(&self) -> bool {
+        false
+    }
+    /// Rewrites the graph. An `Err` makes the manager restore the graph as it was before.
+    fn run(&self, g: &mut Graph, cx: &Context) -> Result<Outcome, String>;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub step: usize,
+    pub iteration: usize,
+    pub pass: String,
+    /// "changed", "unchanged", "not-applicable" or "rolled-back".
+    pub status: String,
+    pub details: Vec<String>,
+    pub ops_before: usize,
+    pub ops_after: usize,
+}
+
+/// Progress events for the caller (progress bars, logs).
+pub enum Event<'a> {
+    Start { step: usize, pass: &'a str },
+    Done(&'a Report),
+}
+
+pub struct Pipeline {
+    pub passes: Vec<Box<dyn Pass>>,
+    pub max_iterations: usize,
+    pub context: Context,
+    /// Write the IR as text after every pass that changed it.
+    pub dump_dir: Option<PathBuf>,
+    /// Stop after this many pass executions: bisects a bad rewrite to the step that made it.
+    pub max_steps: Option<usize>,
+}
+
+impl Pipeline {
+    pub fn new(passes: Vec<Box<dyn Pass>>) -> Self {
+        Pipeline {
+            passes,
+            max_iterations: 8,
+            context: Context::default(),
+            dump_dir: None,
+            max_steps: None,
+        }
+    }
+
+    pub fn run(&self, g: &mut Graph, on: &mut dyn FnMut(Event)) -> Result<Vec<Report>> {
+        g.validate().map_err(|reason| Error::Validation {
+            stage: "loading".into(),
+            reason,
+        })?;
+        if let Some(dir) = &self.dump_dir {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+                path: dir.clone(),
+                source,
+            })?;
+            self.dump(dir, 0, "input", g)?;
+        }
+        let mut reports = Vec::new();
+        let mut step = 0;
+        for iteration in 1..=self.max_iterations {
+            let mut any = false;
+            for p in &self.passes {
+                if self.max_steps.is_some_and(|m| step >= m) {
+                    return Ok(reports);
+                }
+                step += 1;
+                on(Event::Start {
+                    step,
+                    pass: p.name(),
+                });
+                let before = g.clone();
+                let ops_before = g.num_ops();
+                let result = p.run(g, &self.context).and_then(|o| {
+                    g.fix_output_names();
+                    g.validate()
+                        .map(|_| o)
+                        .map_err(|e| format!("left an invalid graph: {e}"))
+                });
+                let (status, details) = match result {
+                    Ok(Outcome::Changed(lines)) => {
+                        any = true;
+                        ("changed", lines)
+                    }
+                    Ok(Outcome::Unchanged) => ("unchanged", vec![]),
+                    Ok(Outcome::NotApplicable(why)) => {
+                        if self.context.strict {
+                            return Err(Error::Pass {
+                                pass: p.name().into(),
+                                reason: format!("not applicable (--strict): {why}"),
+                            });
+                        }
+                        ("not-applicable", vec![why])
+                    }
+                    Err(reason) => {
+                        *g = before;
+                        if self.context.strict {
+                            return Err(Error::Pass {
+                                pass: p.name().into(),
+                                reason,
+                            });
+                        }
+                        ("rolled-back", vec![reason])
+                    }
+                };
+                let report = Report {
+                    step,
+                    iteration,
+                    pass: p.name().into(),
+                    status: status.into(),
+                    details,
+                    ops_before,
+                    ops_after: g.num_ops(),
+                };
+                if status == "changed" {
+                    if let Some(dir) = &self.dump_dir {
+                        self.dump(dir, step, p.name(), g)?;
+                    }
+                }
+                on(Event::Done(&report));
+                reports.push(report);
+            }
+            if !any {
+                break;
+            }
+        }
+        Ok(reports)
+    }
+
+    fn dump(&self, dir: &std::path::Path, step: usize, name: &str, g: &Graph) -> Result<()> {
+        let path = dir.join(format!("{step:03}-{name}.ir"));
+        crate::emit::atomic::write_bytes(&path, g.dump().as_bytes())
+    }
+}

@@ -1,0 +1,186 @@
+//! The CPU reference runtime (tract), used to prove that rewrites preserve outputs.
+//!
+//! tract is pure Rust, so `--verify` and the tests work on a fresh machine without installing
+//! anything; onnxruntime is used as an independent second opinion by the Python scripts.
+
+pub mod compare;
+pub mod random;
+
+use std::path::Path;
+
+use ndarray::ArrayD;
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::ir::DType;
+use crate::load::proto::ModelProto;
+
+/// A loaded, optimized model ready to run.
+pub struct Reference {
+    plan: std::sync::Arc<TypedSimplePlan>,
+    pub inputs: Vec<InputSpec>,
+    pub output_names: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+fn rt(e: impl std::fmt::Display) -> Error {
+    Error::Runtime(format!("{e:#}"))
+}
+
+/// Static input specs of a model (every dimension must be a number).
+pub fn input_specs(model: &ModelProto) -> Result<Vec<InputSpec>> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("no graph".into()))?;
+    let inits: std::collections::HashSet<&str> = g
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    let mut specs = Vec::new();
+    for vi in &g.input {
+        let name = vi.name.clone().unwrap_or_default();
+        if inits.contains(name.as_str()) {
+            continue;
+        }
+        let ty = vi
+            .r#type
+            .as_ref()
+            .and_then(crate::ir::TensorType::from_proto)
+            .ok_or_else(|| Error::Unsupported(format!("input '{name}' is not a tensor")))?;
+        let shape = ty.static_shape().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "input '{name}' has a dynamic shape {ty}; the reference runtime needs static shapes"
+            ))
+        })?;
+        specs.push(InputSpec {
+            name,
+            dtype: ty.dtype,
+            shape: shape.iter().map(|&d| d as usize).collect(),
+        });
+    }
+    Ok(specs)
+}
+
+impl Reference {
+    pub fn from_path(path: &Path) -> Result<Reference> {
+        let proto = crate::load::load_proto(path)?;
+        let specs = input_specs(&proto)?;
+        let outs = output_names(&proto);
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
+        Self::finish(model, specs, outs)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Reference> {
+        let proto =
+            crate::load::decode(Path::new("<memory>"), bytes::Bytes::copy_from_slice(bytes))?;
+        let specs = input_specs(&proto)?;
+        let outs = output_names(&proto);
+        let mut r = std::io::Cursor::new(bytes);
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut r)
+            .map_err(|e| rt(format!("cannot load model: {e:#}")))?;
+        Self::finish(model, specs, outs)
+    }
+
+    fn finish(
+        mut model: InferenceModel,
+        specs: Vec<InputSpec>,
+        outs: Vec<String>,
+    ) -> Result<Reference> {
+        for (i, s) in specs.iter().enumerate() {
+            let dt = tract_dt(s.dtype)?;
+            model
+                .set_input_fact(i, InferenceFact::dt_shape(dt, s.shape.clone()))
+                .map_err(rt)?;
+        }
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| rt(format!("cannot prepare the model: {e:#}")))?;
+        Ok(Reference {
+            plan,
+            inputs: specs,
+            output_names: outs,
+        })
+    }
+
+    /// Runs on f32 inputs (converted to each input's type); returns outputs as f32, by name.
+    pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<(String, ArrayD<f32>)>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(rt(format!(
+                "expected {} inputs, got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut tv: TVec<TValue> = TVec::new();
+        for (a, s) in inputs.iter().zip(&self.inputs) {
+            if a.shape() != s.shape.as_slice() {
+                return Err(rt(format!(
+                    "input '{}' must have shape {:?}, got {:?}",
+                    s.name,
+                    s.shape,
+                    a.shape()
+                )));
+            }
+            let t: Tensor = a.clone().into();
+            let t = t.cast_to_dt(tract_dt(s.dtype)?).map_err(rt)?.into_owned();
+            tv.push(t.into());
+        }
+        let outs = self.plan.run(tv).map_err(rt)?;
+        let mut res = Vec::new();
+        for (i, o) in outs.into_iter().enumerate() {
+            let t = o.into_tensor();
+            let t = t.cast_to::<f32>().map_err(rt)?.into_owned();
+            let a = t.into_plain_array::<f32>().map_err(rt)?;
+            let name = self
+                .output_names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("output{i}"));
+            res.push((name, a));
+        }
+        Ok(res)
+    }
+
+    /// Seeded standard-normal inputs for every model input.
+    pub fn random_inputs(&self, seed: u64) -> Vec<ArrayD<f32>> {
+        random::inputs(&self.inputs, seed)
+    }
+}
+
+pub fn output_names(m: &ModelProto) -> Vec<String> {
+    m.graph
+        .as_ref()
+        .map(|g| {
+            g.output
+                .iter()
+                .map(|o| o.name.clone().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn tract_dt(d: DType) -> Result<DatumType> {
+    Ok(match d {
+        DType::F32 => DatumType::F32,
+        DType::F64 => DatumType::F64,
+        DType::F16 => DatumType::F16,
+        DType::I64 => DatumType::I64,
+        DType::I32 => DatumType::I32,
+        DType::I8 => DatumType::I8,
+        DType::U8 => DatumType::U8,
+        DType::BOOL => DatumType::Bool,
+        other => return Err(Error::Unsupported(format!("input element type {other}"))),
+    })
+}
