@@ -6,7 +6,9 @@
 //! - [`pass`]: the pass manager; the passes themselves live in the top-level `passes/` folder;
 //! - [`eval`]: the CPU evaluator used by constant folding;
 //! - [`emit`]: streamed, atomic ONNX writing;
-//! - [`reference`]: the CPU reference runtime used by `--verify`, tests and `detrc run`.
+//! - [`reference`]: the CPU reference runtime used by `--verify`, tests and `detrc run`;
+//! - [`run`]: `detrc run` / `detrc bench`: pre-processing, CPU and TensorRT backends,
+//!   post-processing, annotated images.
 
 pub mod driver;
 pub mod emit;
@@ -18,5 +20,6 @@ pub mod pass;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod reference;
+pub mod run;
 
 pub use error::{Error, Result};

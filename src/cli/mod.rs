@@ -1,7 +1,9 @@
 //! Argument parsing and dispatch. Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed.
 
+mod bench;
 mod compile;
 mod inspect;
+mod run;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,10 @@ enum Cmd {
     Inspect(inspect::Args),
     /// List the available passes in default pipeline order.
     Passes,
+    /// Detect objects in images with a DETR model (ONNX on the CPU, or a TensorRT engine).
+    Run(run::Args),
+    /// Measure inference latency and throughput, optionally against the original ONNX model.
+    Bench(bench::Args),
 }
 
 /// An error that carries its exit code.
@@ -56,6 +62,8 @@ pub fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Compile(a) => compile::run(a),
         Cmd::Inspect(a) => inspect::run(a),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Bench(a) => bench::run(a),
         Cmd::Passes => {
             for p in detrc::passes::registry() {
                 let tag = if p.detr_specific() { " [detr]" } else { "" };

@@ -1,0 +1,142 @@
+//! `detrc run` and `detrc bench`: object detection with a DETR model on images.
+//!
+//! images -> [`images`] (decode to RGB) -> [`preprocess`] (resize, normalize; or the GPU kernel
+//! in [`cuda`]) -> a [`Backend`] (CPU: tract on ONNX; TensorRT: an engine) -> [`postprocess`]
+//! (softmax, threshold, boxes in original pixels) -> `detections.json` and annotated PNGs
+//! ([`draw`]).
+//!
+//! Batching: a model of static batch B > 1 is fed B images at a time; the last batch is padded
+//! by repeating its last image, and the padding's results are dropped.
+
+pub mod backend;
+pub mod bench;
+pub mod cuda;
+pub mod draw;
+pub mod error;
+pub mod images;
+pub mod labels;
+pub mod postprocess;
+pub mod preprocess;
+pub mod tensorrt;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use backend::{Backend, CpuBackend, ModelShape};
+pub use error::{Result, RunError};
+pub use labels::Labels;
+pub use postprocess::{Detection, DetrOutputs};
+pub use tensorrt::{TensorRtBackend, TensorRtOptions};
+
+/// Name of the detections file inside the output folder.
+pub const DETECTIONS_JSON: &str = "detections.json";
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Keep detections whose score is at least this.
+    pub threshold: f32,
+    pub labels: Labels,
+    pub out_dir: PathBuf,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub images: usize,
+    pub detections: usize,
+    pub batches: usize,
+    /// Seconds in `Backend::infer_images` (pre-processing + inference), summed.
+    pub infer_seconds: f64,
+    /// Seconds for everything (decoding, drawing and writing too).
+    pub total_seconds: f64,
+    pub detections_path: PathBuf,
+}
+
+/// Progress of a run: images finished so far, of the total.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+/// Runs `backend` on `files` (already expanded, see [`images::collect`]) and writes
+/// `detections.json` plus one annotated `<stem>.png` per image into `opts.out_dir`.
+///
+/// Every input is checked (header read) and every output name decided before anything is
+/// written; `detections.json` is written last, atomically, like each PNG.
+pub fn run(
+    backend: &mut dyn Backend,
+    files: &[PathBuf],
+    opts: &RunOptions,
+    progress: Progress<'_>,
+) -> Result<RunSummary> {
+    let t0 = Instant::now();
+    if files.is_empty() {
+        return Err(RunError::NoInputs);
+    }
+    if !(0.0..=1.0).contains(&opts.threshold) {
+        return Err(RunError::Options(format!(
+            "threshold {} is not within 0..=1",
+            opts.threshold
+        )));
+    }
+    for f in files {
+        images::probe(f)?;
+    }
+    std::fs::create_dir_all(&opts.out_dir).map_err(|source| RunError::Write {
+        path: opts.out_dir.clone(),
+        source,
+    })?;
+    let outputs = images::annotated_paths(files, &opts.out_dir)?;
+
+    let shape = backend.shape();
+    let mut labels: Option<Labels> = None;
+    let mut all = Vec::new();
+    let mut summary = RunSummary::default();
+    let mut done = 0;
+    progress(0, files.len());
+    for (chunk, outs) in files.chunks(shape.batch).zip(outputs.chunks(shape.batch)) {
+        let decoded = chunk
+            .iter()
+            .map(|p| images::load(p))
+            .collect::<Result<Vec<_>>>()?;
+        let mut refs: Vec<&image::RgbImage> = decoded.iter().collect();
+        while refs.len() < shape.batch {
+            refs.push(refs[refs.len() - 1]);
+        }
+        let ti = Instant::now();
+        let out = backend.infer_images(&refs)?;
+        summary.infer_seconds += ti.elapsed().as_secs_f64();
+        summary.batches += 1;
+        let labels = labels.get_or_insert_with(|| opts.labels.clone().resolve(out.classes - 1));
+        for (b, ((path, img), out_path)) in chunk.iter().zip(&decoded).zip(outs).enumerate() {
+            let name = images::display_name(path);
+            let dets =
+                postprocess::decode(&out, b, &name, img.width(), img.height(), opts.threshold);
+            let annotated = draw::annotate(img, &dets, labels);
+            let png = draw::png_bytes(&annotated).map_err(|e| RunError::Image {
+                path: out_path.clone(),
+                reason: format!("cannot encode PNG: {e}"),
+            })?;
+            write_file(out_path, &png)?;
+            summary.detections += dets.len();
+            all.extend(dets);
+            done += 1;
+            progress(done, files.len());
+        }
+    }
+    let json_path = opts.out_dir.join(DETECTIONS_JSON);
+    let mut json = serde_json::to_vec_pretty(&all).map_err(|e| RunError::Write {
+        path: json_path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    json.push(b'\n');
+    write_file(&json_path, &json)?;
+    summary.images = files.len();
+    summary.total_seconds = t0.elapsed().as_secs_f64();
+    summary.detections_path = json_path;
+    Ok(summary)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::emit::atomic::write_bytes(path, bytes).map_err(|e| match e {
+        crate::Error::Write { path, source } => RunError::Write { path, source },
+        other => RunError::Model(other),
+    })
+}

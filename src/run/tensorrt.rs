@@ -1,0 +1,460 @@
+//! The TensorRT backend: runs a serialized TensorRT-RTX engine with trtx, device buffers,
+//! pinned host memory and a stream from cudarc, and the GPU pre-processing kernel.
+//!
+//! Order of checks, so that the first error is the one a user can act on: CUDA driver and GPU,
+//! then the TensorRT-RTX library, then the engine. Nothing here was executed on a GPU in the
+//! repository's CI (it has none); the error paths without a GPU are tested.
+//!
+//! Library lookup (first match wins), the same as for engine building: the `lib_dir` argument
+//! (`--tensorrt-dir`), `$DETRC_TENSORRT_DIR`, `<repo>/.trt`, then the loader's search path.
+//! trtx keeps the first library it loads for the whole process.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, PinnedHostSlice};
+use image::RgbImage;
+use trtx::{CudaEngine, DataType, ExecutionContext, LogHandler, Logger, Runtime, Severity};
+
+use super::backend::{assemble, check_batch, Backend, ModelShape};
+use super::cuda::{self, GpuPreprocess, OutType};
+use super::error::{Result, RunError};
+use super::postprocess::DetrOutputs;
+
+/// Environment variable naming the folder with the TensorRT-RTX libraries.
+pub const ENV_TENSORRT_DIR: &str = "DETRC_TENSORRT_DIR";
+/// The runtime library trtx 0.9.1 was generated against.
+pub const TENSORRT_LIB: &str = "libtensorrt_rtx.so.1.7.1";
+
+fn trt(what: &str) -> impl Fn(trtx::Error) -> RunError + '_ {
+    move |e| {
+        let logged = take_log_errors();
+        if logged.is_empty() {
+            RunError::TensorRt(format!("{what}: {e}"))
+        } else {
+            RunError::TensorRt(format!("{what}: {e}\n{}", logged.join("\n")))
+        }
+    }
+}
+
+fn resolve_library(lib_dir: Option<&Path>) -> Result<PathBuf> {
+    let in_dir = |dir: &Path, origin: &str| {
+        let p = dir.join(TENSORRT_LIB);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(RunError::TensorRt(format!(
+                "{TENSORRT_LIB} not found in {} ({origin}); run scripts/install_tensorrt_rtx.sh \
+                 [DIR] and pass --tensorrt-dir DIR or set {ENV_TENSORRT_DIR}",
+                dir.display()
+            )))
+        }
+    };
+    if let Some(d) = lib_dir {
+        return in_dir(d, "--tensorrt-dir");
+    }
+    if let Some(d) = std::env::var_os(ENV_TENSORRT_DIR).filter(|v| !v.is_empty()) {
+        return in_dir(Path::new(&d), ENV_TENSORRT_DIR);
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join(".trt");
+    if let Ok(p) = in_dir(&repo, "repo .trt") {
+        return Ok(p);
+    }
+    Ok(PathBuf::from(TENSORRT_LIB))
+}
+
+/// TensorRT errors reported through the logger since the last call.
+fn take_log_errors() -> Vec<String> {
+    std::mem::take(&mut *log_errors().lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+fn log_errors() -> &'static Mutex<Vec<String>> {
+    static ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    &ERRORS
+}
+
+struct Collect;
+
+impl LogHandler for Collect {
+    fn log(&self, severity: Severity, message: &str) {
+        if matches!(severity, Severity::InternalError | Severity::Error) {
+            let mut v = log_errors().lock().unwrap_or_else(|p| p.into_inner());
+            // bounded: a failing engine can log the same complaint for every call
+            if v.len() < 32 {
+                v.push(message.to_string());
+            }
+        }
+    }
+}
+
+/// TensorRT keeps the first logger of the process for good, so there is one, living forever.
+fn logger() -> Result<&'static Logger> {
+    static LOGGER: OnceLock<Logger> = OnceLock::new();
+    if let Some(l) = LOGGER.get() {
+        return Ok(l);
+    }
+    let l = Logger::new(Collect).map_err(trt("cannot create the TensorRT logger"))?;
+    Ok(LOGGER.get_or_init(|| l))
+}
+
+/// One engine I/O tensor.
+#[derive(Debug, Clone)]
+struct Io {
+    name: String,
+    dtype: OutType,
+    /// Shape for the batch in use (dynamic dimensions resolved).
+    dims: Vec<i64>,
+    bytes: usize,
+}
+
+fn elem_type(name: &str, dt: DataType) -> Result<OutType> {
+    match dt {
+        DataType::kFLOAT => Ok(OutType::F32),
+        DataType::kHALF => Ok(OutType::F16),
+        other => Err(RunError::BadInput(format!(
+            "engine tensor '{name}' is {other:?}; only float32 and float16 I/O is supported"
+        ))),
+    }
+}
+
+fn volume(dims: &[i64]) -> Result<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| {
+        usize::try_from(d)
+            .ok()
+            .and_then(|d| acc.checked_mul(d))
+            .ok_or_else(|| RunError::BadInput(format!("unsupported tensor shape {dims:?}")))
+    })
+}
+
+/// A deserialized engine ready to run. Field order is drop order: the execution context goes
+/// before its engine, the engine before the runtime, and the CUDA buffers last.
+pub struct TensorRtBackend {
+    context: ExecutionContext<'static>,
+    _engine: CudaEngine<'static>,
+    _runtime: Runtime<'static>,
+    input: Io,
+    outputs: Vec<Io>,
+    shape: ModelShape,
+    d_input: CudaSlice<u8>,
+    d_outputs: Vec<CudaSlice<u8>>,
+    h_input: PinnedHostSlice<u8>,
+    h_outputs: Vec<PinnedHostSlice<u8>>,
+    pre: Option<GpuPreprocess>,
+    pre_error: Option<String>,
+    stream: Arc<CudaStream>,
+}
+
+/// Options of [`TensorRtBackend::load`].
+#[derive(Debug, Clone, Default)]
+pub struct TensorRtOptions {
+    /// Folder with the TensorRT-RTX library (`--tensorrt-dir`).
+    pub lib_dir: Option<PathBuf>,
+    /// Batch size for engines with a dynamic batch dimension (default 1).
+    pub batch: Option<usize>,
+    /// GPU ordinal.
+    pub device: usize,
+    /// Pre-process on the CPU even when the GPU kernel is available.
+    pub cpu_preprocess: bool,
+}
+
+impl TensorRtBackend {
+    pub fn load(path: &Path, opts: &TensorRtOptions) -> Result<TensorRtBackend> {
+        // Cheapest and most fundamental first: without a GPU nothing else matters.
+        let ctx = cuda::context(opts.device)?;
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| RunError::Cuda(format!("cannot create a stream: {e}")))?;
+        let lib = resolve_library(opts.lib_dir.as_deref())?;
+        trtx::dynamically_load_tensorrt(Some(&lib)).map_err(|e| {
+            RunError::TensorRt(format!(
+                "cannot load {}: {e}; run scripts/install_tensorrt_rtx.sh [DIR] and pass \
+                 --tensorrt-dir DIR or set {ENV_TENSORRT_DIR}",
+                lib.display()
+            ))
+        })?;
+        let bytes = std::fs::read(path).map_err(|source| RunError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if looks_like_onnx(path, &bytes) {
+            return Err(RunError::TensorRt(format!(
+                "{} is an ONNX model; the TensorRT backend runs serialized engines (build one \
+                 from the model first, or use --backend cpu)",
+                path.display()
+            )));
+        }
+        let logger = logger()?;
+        take_log_errors();
+        let mut runtime = Runtime::new(logger).map_err(trt("cannot create the runtime"))?;
+        let mut engine = runtime
+            .deserialize_cuda_engine(&bytes)
+            .map_err(trt(&format!(
+                "cannot deserialize {} (not an engine, built by another TensorRT version, or \
+                 for another GPU)",
+                path.display()
+            )))?;
+        drop(bytes);
+        let mut context = engine
+            .create_execution_context()
+            .map_err(trt("cannot create an execution context"))?;
+
+        let n = engine.nb_io_tensors().map_err(trt("engine I/O"))?;
+        let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let name = engine.io_tensor_name(i).map_err(trt("engine I/O"))?;
+            let mode = engine.tensor_io_mode(&name).map_err(trt("engine I/O"))?;
+            let dims = engine.tensor_shape(&name).map_err(trt("engine I/O"))?;
+            let dt = engine.tensor_data_type(&name).map_err(trt("engine I/O"))?;
+            match mode {
+                trtx::TensorIOMode::kINPUT => inputs.push((name, dims, dt)),
+                trtx::TensorIOMode::kOUTPUT => outputs.push((name, dims, dt)),
+                _ => {}
+            }
+        }
+        let (in_name, mut in_dims, in_dt) = match inputs.as_slice() {
+            [one] => one.clone(),
+            _ => {
+                return Err(RunError::BadInput(format!(
+                    "the engine has {} inputs; expected one image input",
+                    inputs.len()
+                )))
+            }
+        };
+        if in_dims.len() == 4 && in_dims[0] == -1 {
+            let b = opts.batch.unwrap_or(1);
+            in_dims[0] = b as i64;
+            context
+                .set_input_shape(&in_name, &trtx::trtx_sys::Dims64::from_slice(&in_dims))
+                .map_err(trt(&format!("engine does not accept batch {b}")))?;
+        }
+        let shape = ModelShape::from_dims(&in_name, &in_dims)?;
+        if let Some(b) = opts.batch {
+            if b != shape.batch {
+                return Err(RunError::Options(format!(
+                    "--batch {b}, but the engine's batch is fixed at {}",
+                    shape.batch
+                )));
+            }
+        }
+        let in_type = elem_type(&in_name, in_dt)?;
+        let input = Io {
+            bytes: volume(&in_dims)? * in_type.size(),
+            name: in_name,
+            dtype: in_type,
+            dims: in_dims,
+        };
+        let mut out_ios = Vec::new();
+        for (name, _, dt) in outputs {
+            let d = context.tensor_shape(&name).map_err(trt("output shape"))?;
+            let dims: Vec<i64> = d.d[..(d.nbDims.clamp(0, 8) as usize)].to_vec();
+            let dtype = elem_type(&name, dt)?;
+            out_ios.push(Io {
+                bytes: volume(&dims)? * dtype.size(),
+                name,
+                dtype,
+                dims,
+            });
+        }
+        let named: Vec<(String, Vec<i64>)> = out_ios
+            .iter()
+            .map(|o| (o.name.clone(), o.dims.clone()))
+            .collect();
+        super::backend::identify_outputs(&named, shape.batch)?;
+
+        let cerr = |what: &'static str| {
+            move |e: cudarc::driver::DriverError| RunError::Cuda(format!("{what}: {e}"))
+        };
+        let d_input = stream
+            .alloc_zeros::<u8>(input.bytes)
+            .map_err(cerr("cannot allocate GPU memory"))?;
+        let mut d_outputs = Vec::new();
+        let mut h_outputs = Vec::new();
+        for o in &out_ios {
+            d_outputs.push(
+                stream
+                    .alloc_zeros::<u8>(o.bytes)
+                    .map_err(cerr("cannot allocate GPU memory"))?,
+            );
+            // SAFETY: filled by the device-to-host copy before it is read. Not
+            // write-combined: the host reads it.
+            h_outputs.push(
+                unsafe { ctx.alloc_pinned_with_flags::<u8>(o.bytes, 0) }
+                    .map_err(cerr("cannot allocate pinned host memory"))?,
+            );
+        }
+        // SAFETY: written on the host before every upload.
+        let h_input = unsafe { ctx.alloc_pinned::<u8>(input.bytes) }
+            .map_err(cerr("cannot allocate pinned host memory"))?;
+
+        let (pre, pre_error) = if opts.cpu_preprocess {
+            (None, None)
+        } else {
+            match GpuPreprocess::new(stream.clone()) {
+                Ok(p) => (Some(p), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        };
+        let mut me = TensorRtBackend {
+            context,
+            _engine: engine,
+            _runtime: runtime,
+            input,
+            outputs: out_ios,
+            shape,
+            d_input,
+            d_outputs,
+            h_input,
+            h_outputs,
+            pre,
+            pre_error,
+            stream,
+        };
+        me.bind()?;
+        Ok(me)
+    }
+
+    /// Why the GPU kernel is not used (pre-processing then runs on the CPU), if it is not.
+    pub fn gpu_preprocess_unavailable(&self) -> Option<&str> {
+        self.pre_error.as_deref()
+    }
+
+    fn bind(&mut self) -> Result<()> {
+        let (ptr, _rec) = self.d_input.device_ptr_mut(&self.stream);
+        // SAFETY: the buffer holds the tensor's bytes and lives as long as the context.
+        unsafe {
+            self.context
+                .set_tensor_address(&self.input.name, ptr as *mut std::ffi::c_void)
+        }
+        .map_err(trt("cannot bind the input"))?;
+        drop(_rec);
+        for (o, buf) in self.outputs.iter().zip(self.d_outputs.iter_mut()) {
+            let (ptr, _rec) = buf.device_ptr_mut(&self.stream);
+            // SAFETY: as above.
+            unsafe {
+                self.context
+                    .set_tensor_address(&o.name, ptr as *mut std::ffi::c_void)
+            }
+            .map_err(trt("cannot bind an output"))?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues the engine on the input already on the GPU, downloads the outputs, waits.
+    fn execute(&mut self) -> Result<DetrOutputs> {
+        let cerr = |what: &'static str| {
+            move |e: cudarc::driver::DriverError| RunError::Cuda(format!("{what}: {e}"))
+        };
+        take_log_errors();
+        // SAFETY: every I/O tensor is bound to a live buffer of its size; the stream is ours.
+        unsafe {
+            self.context
+                .enqueue_v3(self.stream.cu_stream() as *mut std::ffi::c_void)
+        }
+        .map_err(trt("inference failed"))?;
+        for (d, h) in self.d_outputs.iter().zip(self.h_outputs.iter_mut()) {
+            self.stream
+                .memcpy_dtoh(d, h)
+                .map_err(cerr("cannot download the outputs"))?;
+        }
+        self.stream
+            .synchronize()
+            .map_err(cerr("inference failed on the GPU"))?;
+        let mut outs = Vec::new();
+        for (o, h) in self.outputs.iter().zip(self.h_outputs.iter()) {
+            let bytes = h
+                .as_slice()
+                .map_err(cerr("cannot read the pinned outputs"))?;
+            outs.push((o.name.clone(), o.dims.clone(), to_f32(bytes, o.dtype)));
+        }
+        assemble(outs, self.shape.batch)
+    }
+}
+
+fn to_f32(bytes: &[u8], t: OutType) -> Vec<f32> {
+    match t {
+        OutType::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        OutType::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+    }
+}
+
+/// An ONNX file handed to the engine runner: named so, or a protobuf with an ONNX graph.
+fn looks_like_onnx(path: &Path, bytes: &[u8]) -> bool {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        return true;
+    }
+    crate::load::decode(path, bytes::Bytes::copy_from_slice(bytes))
+        .map(|m| m.graph.is_some_and(|g| !g.node.is_empty()))
+        .unwrap_or(false)
+}
+
+impl Backend for TensorRtBackend {
+    fn name(&self) -> &'static str {
+        "tensorrt"
+    }
+
+    fn shape(&self) -> ModelShape {
+        self.shape
+    }
+
+    fn infer_tensor(&mut self, input: &[f32]) -> Result<DetrOutputs> {
+        if input.len() != self.shape.input_len() {
+            return Err(RunError::Options(format!(
+                "input of {} values for an engine input of {}",
+                input.len(),
+                self.shape.input_len()
+            )));
+        }
+        {
+            let host = self
+                .h_input
+                .as_mut_slice()
+                .map_err(|e| RunError::Cuda(format!("cannot map pinned memory: {e}")))?;
+            match self.input.dtype {
+                OutType::F32 => {
+                    for (dst, v) in host.chunks_exact_mut(4).zip(input) {
+                        dst.copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                OutType::F16 => {
+                    for (dst, v) in host.chunks_exact_mut(2).zip(input) {
+                        dst.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+                    }
+                }
+            }
+        }
+        self.stream
+            .memcpy_htod(&self.h_input, &mut self.d_input)
+            .map_err(|e| RunError::Cuda(format!("cannot upload the input: {e}")))?;
+        self.execute()
+    }
+
+    fn infer_images(&mut self, images: &[&RgbImage]) -> Result<DetrOutputs> {
+        let s = self.shape;
+        check_batch(images.len(), s.batch)?;
+        match self.pre.as_mut() {
+            Some(pre) => {
+                pre.run(
+                    images,
+                    s.height,
+                    s.width,
+                    self.input.dtype,
+                    &mut self.d_input,
+                )?;
+                self.execute()
+            }
+            None => {
+                let input = super::preprocess::preprocess_batch(images, s.height, s.width);
+                self.infer_tensor(&input)
+            }
+        }
+    }
+}
