@@ -8,12 +8,12 @@
 //!
 //! Bound: the kernel evaluates the same f32 expression in the same order without fused
 //! multiply-adds, so the expected difference is 0; values lie within about [-2.2, 2.7], where
-//! a few ulps are < 1e-6, so the default 1e-4 only trips on a real bug (a wrong tap is off by
-//! > 1e-3 on any non-flat image). f16 output is compared with the CPU value rounded to f16:
-//! expected equal, bound one f16 ulp at |x| < 4 (2^-9 ~ 0.002).
+//! a few ulps are below 1e-6, so the default 1e-4 only trips on a real bug (a wrong tap is off
+//! by more than 1e-3 on any non-flat image). f16 output is compared with the CPU value rounded
+//! to f16: expected equal, bound one f16 ulp at |x| < 4 (2^-9, about 0.002).
 //!
-//! Build (no CUDA needed to build; nothing CUDA is linked):
-//!   cargo build --release --example gpu_preprocess_check
+//! Build (no CUDA needed to build; nothing CUDA is linked; libstdc++ linked statically):
+//!   scripts/build_gpu_check.sh
 //! Run on the GPU machine:
 //!   ./gpu_preprocess_check [IMAGES...] [--bound 1e-4]
 

@@ -30,14 +30,14 @@ fn assert_fails_with(o: &Output, needle: &str) {
     assert!(!err.contains("panicked"), "panic: {err}");
 }
 
-/// The interpreter CI prepares (.venv, from scripts/requirements-ci.txt), else python3; None
-/// (with the reason printed) when it lacks onnxruntime, numpy or PIL.
+/// $DETRC_PYTHON, else the interpreter CI prepares (.venv, from scripts/requirements-ci.txt),
+/// else python3; None (with the reason printed) when it lacks onnxruntime, numpy or PIL.
 fn python() -> Option<PathBuf> {
     let venv = root().join(".venv/bin/python");
-    let py = if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
+    let py = match std::env::var_os("DETRC_PYTHON").filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None if venv.exists() => venv,
+        None => PathBuf::from("python3"),
     };
     let ok = Command::new(&py)
         .args(["-c", "import onnxruntime, numpy, PIL"])
@@ -47,7 +47,7 @@ fn python() -> Option<PathBuf> {
     if !ok {
         eprintln!(
             "SKIP: {} cannot import onnxruntime, numpy and PIL; the reference comparison needs \
-             them (pip install -r scripts/requirements-ci.txt pillow)",
+             them (pip install -r scripts/requirements-ci.txt)",
             py.display()
         );
         return None;

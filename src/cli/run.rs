@@ -172,14 +172,16 @@ pub fn run(a: Args) -> Result<(), Exit> {
         });
         println!("{}", serde_json::to_string(&j)?);
     } else if !a.quiet {
+        let n =
+            |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
         eprintln!(
-            "detected {} objects (score >= {}) in {} images with {} ({} batches of {}) in \
-             {:.2}s ({:.2}s inference); wrote {}",
-            s.detections,
+            "detected {} (score >= {}) in {} with {} ({} of {}) in {:.2}s ({:.2}s inference); \
+             wrote {}",
+            n(s.detections, "object", "objects"),
             a.threshold,
-            s.images,
+            n(s.images, "image", "images"),
             backend.name(),
-            s.batches,
+            n(s.batches, "batch", "batches"),
             backend.shape().batch,
             s.total_seconds,
             s.infer_seconds,

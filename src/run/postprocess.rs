@@ -70,7 +70,7 @@ pub fn decode(
     (0..out.queries)
         .filter_map(|q| {
             let (category_id, score) = best_class(out.query_logits(b, q));
-            if !(score >= threshold) {
+            if score.is_nan() || score < threshold {
                 return None;
             }
             let [cx, cy, bw, bh] = out.query_box(b, q);
