@@ -152,3 +152,35 @@ pub fn annotated_paths(inputs: &[PathBuf], out_dir: &Path) -> Result<Vec<PathBuf
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_expand_sorted_and_filtered() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["b.PNG", "a.jpg", "c.jpeg", "notes.txt", "z.gif"] {
+            std::fs::write(d.path().join(n), b"x").unwrap();
+        }
+        std::fs::create_dir(d.path().join("sub.png")).unwrap();
+        let got = collect(&[d.path().to_path_buf()]).unwrap();
+        let names: Vec<String> = got.iter().map(|p| display_name(p)).collect();
+        assert_eq!(names, ["a.jpg", "b.PNG", "c.jpeg"]);
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            collect(&[empty.path().to_path_buf()]),
+            Err(RunError::NoImages { .. })
+        ));
+        assert!(matches!(collect(&[]), Err(RunError::NoInputs)));
+    }
+
+    #[test]
+    fn same_stem_twice_is_refused() {
+        let out = Path::new("/tmp/out");
+        let ok = annotated_paths(&["x/a.jpg".into(), "x/b.png".into()], out).unwrap();
+        assert_eq!(ok, [out.join("a.png"), out.join("b.png")]);
+        let e = annotated_paths(&["x/a.jpg".into(), "y/a.png".into()], out).unwrap_err();
+        assert!(matches!(e, RunError::DuplicateOutput { .. }), "{e}");
+    }
+}

@@ -2,8 +2,9 @@
 //! pinned host memory and a stream from cudarc, and the GPU pre-processing kernel.
 //!
 //! Order of checks, so that the first error is the one a user can act on: CUDA driver and GPU,
-//! then the TensorRT-RTX library, then the engine. Nothing here was executed on a GPU in the
-//! repository's CI (it has none); the error paths without a GPU are tested.
+//! then the model file (an ONNX file is refused with a hint), the TensorRT-RTX library, and the
+//! engine itself. Engine execution has not been run on a GPU (CI and the development machines
+//! have none); the error paths without a GPU are tested.
 //!
 //! Library lookup (first match wins), the same as for engine building: the `lib_dir` argument
 //! (`--tensorrt-dir`), `$DETRC_TENSORRT_DIR`, `<repo>/.trt`, then the loader's search path.
@@ -164,6 +165,17 @@ impl TensorRtBackend {
         let stream = ctx
             .new_stream()
             .map_err(|e| RunError::Cuda(format!("cannot create a stream: {e}")))?;
+        let bytes = bytes::Bytes::from(std::fs::read(path).map_err(|source| RunError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?);
+        if looks_like_onnx(path, &bytes) {
+            return Err(RunError::TensorRt(format!(
+                "{} is an ONNX model; the TensorRT backend runs serialized engines (build one \
+                 from the model first, or use --backend cpu)",
+                path.display()
+            )));
+        }
         let lib = resolve_library(opts.lib_dir.as_deref())?;
         trtx::dynamically_load_tensorrt(Some(&lib)).map_err(|e| {
             RunError::TensorRt(format!(
@@ -172,17 +184,6 @@ impl TensorRtBackend {
                 lib.display()
             ))
         })?;
-        let bytes = std::fs::read(path).map_err(|source| RunError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if looks_like_onnx(path, &bytes) {
-            return Err(RunError::TensorRt(format!(
-                "{} is an ONNX model; the TensorRT backend runs serialized engines (build one \
-                 from the model first, or use --backend cpu)",
-                path.display()
-            )));
-        }
         let logger = logger()?;
         take_log_errors();
         let mut runtime = Runtime::new(logger).map_err(trt("cannot create the runtime"))?;
@@ -384,14 +385,15 @@ fn to_f32(bytes: &[u8], t: OutType) -> Vec<f32> {
 }
 
 /// An ONNX file handed to the engine runner: named so, or a protobuf with an ONNX graph.
-fn looks_like_onnx(path: &Path, bytes: &[u8]) -> bool {
+fn looks_like_onnx(path: &Path, bytes: &bytes::Bytes) -> bool {
     if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
     {
         return true;
     }
-    crate::load::decode(path, bytes::Bytes::copy_from_slice(bytes))
+    // a cheap reference-counted clone; random bytes fail to decode quickly
+    crate::load::decode(path, bytes.clone())
         .map(|m| m.graph.is_some_and(|g| !g.node.is_empty()))
         .unwrap_or(false)
 }
