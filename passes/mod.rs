@@ -2,8 +2,10 @@
 
 use crate::pass::Pass;
 
+pub mod to_fp16;
+
 pub fn registry() -> Vec<Box<dyn Pass>> {
-    vec![]
+    vec![Box::new(to_fp16::ToFp16::default())]
 }
 
 /// Names of all passes, in default order.

@@ -98,7 +98,7 @@ pub fn pipeline_for(
             }
             v
         }
-        None => detrc::passes::registry(),
+        None => detrc::pass::default_passes(),
     };
     Ok(passes
         .into_iter()
@@ -139,8 +139,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
             _ => {}
         }
     };
-    let compiled = detrc::driver::compile(&a.input, &pipeline, &mut on)
+    let mut compiled = detrc::driver::compile(&a.input, &pipeline, &mut on)
         .with_context(|| format!("cannot compile {}", a.input.display()))?;
+    detrc::driver::mark_compiled(&mut compiled.model);
     if tty && !quiet {
         eprint!("\r\x1b[2K");
     }

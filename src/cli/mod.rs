@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch. Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed.
 
+mod build;
 mod compile;
 mod inspect;
 
@@ -28,6 +29,8 @@ struct Cli {
 enum Cmd {
     /// Rewrite an ONNX model (prune auxiliary heads, fold constants, simplify) and write it.
     Compile(compile::Args),
+    /// Build a TensorRT-RTX engine (fp32 or fp16) from a model, with a JSON sidecar.
+    Build(build::Args),
     /// Show a model's inputs, outputs and operator histogram (ONNX or engine sidecar).
     Inspect(inspect::Args),
     /// List the available passes in default pipeline order.
@@ -55,10 +58,15 @@ pub fn main() -> ExitCode {
     };
     let res = match cli.cmd {
         Cmd::Compile(a) => compile::run(a),
+        Cmd::Build(a) => build::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Passes => {
             for p in detrc::passes::registry() {
-                let tag = if p.detr_specific() { " [detr]" } else { "" };
+                let tag = match (p.detr_specific(), p.default_enabled()) {
+                    (_, false) => " [opt-in]",
+                    (true, true) => " [detr]",
+                    (false, true) => "",
+                };
                 println!("{:<22} {}{tag}", p.name(), p.about());
             }
             Ok(())

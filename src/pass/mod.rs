@@ -58,8 +58,21 @@ pub trait Pass: Send + Sync {
     fn detr_specific(&self) -> bool {
         false
     }
+    /// False for opt-in passes (such as `to-fp16`): they run only when named explicitly and
+    /// are left out of [`default_passes`].
+    fn default_enabled(&self) -> bool {
+        true
+    }
     /// Rewrites the graph. An `Err` makes the manager restore the graph as it was before.
     fn run(&self, g: &mut Graph, cx: &Context) -> Result<Outcome, String>;
+}
+
+/// The default pipeline: the registry without its opt-in passes.
+pub fn default_passes() -> Vec<Box<dyn Pass>> {
+    crate::passes::registry()
+        .into_iter()
+        .filter(|p| p.default_enabled())
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
