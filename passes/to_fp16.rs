@@ -509,6 +509,13 @@ impl ToFp16 {
             if is_cand(&src) && produced.get(&src) == Some(&DType::F16) {
                 let c = cast(g, &mut casts, &mut summary, src, DType::F32);
                 g.outputs[i].src = c;
+                // A type the importer copied from the output declaration now belongs to the
+                // Cast; left on the inner tensor it would be written as value_info, symbolic
+                // dimension names included, which runtimes then try to unify with real sizes.
+                let v = g.value_mut(src);
+                if v.info.is_none() {
+                    v.ty = None;
+                }
             }
         }
 

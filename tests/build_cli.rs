@@ -128,10 +128,99 @@ fn fixtures_build_in_fp32_and_fp16_single_and_multi_target() {
             sizes[2] > sizes[0] && sizes[3] > sizes[1],
             "{name}: {sizes:?}"
         );
-        if name.starts_with("detr") {
-            assert!(sizes[1] < sizes[0], "{name}: fp16 not smaller: {sizes:?}");
-            assert!(sizes[3] < sizes[2], "{name}: fp16 not smaller: {sizes:?}");
-        }
+        // Not asserted: fp16 < fp32. With ~1 MB of weights these engines are mostly kernel
+        // code, and fp16 kernels are not smaller (measured: detr_tiny fp16 ~1% larger).
+    }
+}
+
+/// A model whose engine is mostly weights: two 512x512 projections (2 MiB in fp32) with a
+/// layer norm and a softmax, the shape of a transformer block.
+fn weight_heavy_model(path: &Path) {
+    use detrc::eval::tensor::Tensor;
+    use detrc::ir::{DType, TensorType};
+    use detrc::load::proto::{GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto};
+    use ndarray::{ArrayD, IxDyn};
+
+    const D: usize = 512;
+    let mut rng = detrc::reference::random::Rng::new(7);
+    let mut init = |name: &str, shape: &[usize], scale: f64| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| (rng.normal() * scale) as f32).collect();
+        Tensor::F32(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()).to_proto(name)
+    };
+    let initializer = vec![
+        init("w1", &[D, D], 0.05),
+        init("b1", &[D], 0.1),
+        init("w2", &[D, D], 0.05),
+        init("b2", &[D], 0.1),
+        init("gamma", &[D], 1.0),
+        init("beta", &[D], 0.1),
+    ];
+    let node = |op: &str, ins: &[&str], out: &str| NodeProto {
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.to_string()],
+        op_type: Some(op.to_string()),
+        name: Some(out.to_string()),
+        ..Default::default()
+    };
+    let mut softmax = node("Softmax", &["n"], "y");
+    softmax
+        .attribute
+        .push(detrc::eval::attrs::make_int("axis", -1));
+    let vi = |name: &str| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TensorType::new(DType::F32, &[1, 64, D as i64]).to_proto()),
+        ..Default::default()
+    };
+    let m = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(GraphProto {
+            name: Some("weight_heavy".into()),
+            node: vec![
+                node("MatMul", &["x", "w1"], "h1"),
+                node("Add", &["h1", "b1"], "h1b"),
+                node("Relu", &["h1b"], "r"),
+                node("MatMul", &["r", "w2"], "h2"),
+                node("Add", &["h2", "b2"], "h2b"),
+                node("LayerNormalization", &["h2b", "gamma", "beta"], "n"),
+                softmax,
+            ],
+            initializer,
+            input: vec![vi("x")],
+            output: vec![vi("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut bytes = Vec::new();
+    detrc::emit::write_model(&m, &mut bytes).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn fp16_engine_is_smaller_when_weights_dominate() {
+    let Some(trt) = trt_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("heavy.onnx");
+    weight_heavy_model(&model);
+    for targets in ["sm86", "sm80,sm86,sm89,sm120"] {
+        let size = |prec: &str| {
+            let out = dir.path().join(format!("heavy.{prec}.engine"));
+            build(
+                &trt,
+                &model,
+                &out,
+                &["--precision", prec, "--target", targets],
+            );
+            std::fs::metadata(&out).unwrap().len()
+        };
+        let (s32, s16) = (size("fp32"), size("fp16"));
+        eprintln!("ENGINE weight-heavy {targets}: fp32 {s32} bytes, fp16 {s16} bytes");
+        assert!(s16 < s32, "{targets}: fp16 {s16} >= fp32 {s32}");
     }
 }
 

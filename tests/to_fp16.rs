@@ -30,10 +30,48 @@ fn convert_with(name: &str, pass: &ToFp16) -> (Graph, Vec<u8>) {
     (g, bytes)
 }
 
+/// tract 0.23 cannot evaluate an fp16 Gemm that has a C input: it multiplies C by an fp32
+/// constant holding `beta` ("tensor is F16, accessed as F32"). ONNX Runtime and TensorRT take
+/// the model as it is; for tract, `Gemm(A, B, C)` becomes the equivalent `Add(Gemm(A, B), C)`.
+fn for_tract(fp16: &[u8]) -> Vec<u8> {
+    let mut m =
+        detrc::load::decode(Path::new("<fp16>"), bytes::Bytes::copy_from_slice(fp16)).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let mut nodes = Vec::new();
+    for mut n in std::mem::take(&mut g.node) {
+        let beta = n
+            .attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some("beta"))
+            .and_then(|a| a.f)
+            .unwrap_or(1.0);
+        if n.op_type.as_deref() == Some("Gemm") && n.input.len() == 3 && !n.input[2].is_empty() {
+            assert_eq!(beta, 1.0, "only beta = 1 is rewritten");
+            let c = n.input.pop().unwrap();
+            let out = std::mem::take(&mut n.output[0]);
+            let ab = format!("{out}__ab");
+            n.output[0] = ab.clone();
+            nodes.push(n);
+            nodes.push(detrc::load::proto::NodeProto {
+                input: vec![ab, c],
+                output: vec![out],
+                op_type: Some("Add".into()),
+                ..Default::default()
+            });
+        } else {
+            nodes.push(n);
+        }
+    }
+    g.node = nodes;
+    let mut v = Vec::new();
+    detrc::emit::write_model(&m, &mut v).unwrap();
+    v
+}
+
 /// Largest |fp32 - fp16| per output over two seeds.
 fn max_diffs(name: &str, fp16: &[u8]) -> Vec<(String, f32)> {
     let a = Reference::from_path(&fixture(name)).unwrap();
-    let b = Reference::from_bytes(fp16).unwrap();
+    let b = Reference::from_bytes(&for_tract(fp16)).unwrap();
     let mut worst: HashMap<String, f32> = HashMap::new();
     for seed in [0, 1] {
         let inputs = a.random_inputs(seed);
@@ -57,12 +95,12 @@ fn max_diffs(name: &str, fp16: &[u8]) -> Vec<(String, f32)> {
     v
 }
 
-/// Measured max |diff| (tract, seeds 0 and 1): see docs/build.md. The bounds leave about 4x
-/// headroom over the worst value measured on the fixtures.
+/// Worst max |diff| measured with tract on seeds 0 and 1 (docs/build.md): 4.5e-3 for logits,
+/// 1.6e-4 for boxes. The bounds leave about 4x headroom.
 fn tolerance(output: &str) -> f32 {
     match output {
-        "pred_boxes" => 5e-3,
-        _ => 5e-2,
+        "pred_boxes" => 1e-3,
+        _ => 2e-2,
     }
 }
 

@@ -129,21 +129,21 @@ fn multi_target_engine_is_larger() {
     );
 }
 
+/// The fp16 engine of a DETR fixture keeps fp32 I/O. Its size is not compared: on models this
+/// small the kernels, not the weights, make up most of an engine (see tests/build_cli.rs).
 #[test]
-fn fp16_detr_engine_is_smaller_and_keeps_fp32_io() {
+fn fp16_detr_engine_keeps_fp32_io() {
     let Some(dir) = trt_dir() else { return };
-    let name = "detr_tiny_op17_b1.onnx";
-    let e32 = build(&dir, &fixture(name), &opts(&["sm86"]), "fp32");
-    let e16 = build(&dir, &fp16_of(name), &opts(&["sm86"]), "fp16");
+    let e16 = build(
+        &dir,
+        &fp16_of("detr_tiny_op17_b1.onnx"),
+        &opts(&["sm86"]),
+        "fp16",
+    );
+    assert_eq!(e16.inputs.len() + e16.outputs.len(), 3);
     for io in e16.inputs.iter().chain(&e16.outputs) {
         assert_eq!(io.dtype, "float32", "{}", io.name);
     }
-    assert!(
-        e16.bytes.len() < e32.bytes.len(),
-        "fp16 {} >= fp32 {}",
-        e16.bytes.len(),
-        e32.bytes.len()
-    );
 }
 
 /// Single-output models rebuild byte-identically; DETR's two outputs may come out in another
