@@ -307,7 +307,7 @@ impl ToFp16 {
                 .filter_map(|(slot, p)| p.filter(|p| is_cand(p) && follows(node, slot)))
                 .collect();
             let cand_out: Vec<Port> = outs.iter().copied().filter(|p| is_cand(p)).collect();
-            let any_cand_in = ins.iter().flatten().any(|p| is_cand(p));
+            let any_cand_in = ins.iter().flatten().any(&is_cand);
             if follow_in.is_empty() && cand_out.is_empty() {
                 continue;
             }
@@ -453,9 +453,9 @@ impl ToFp16 {
         }
         for n in g.g.node_indices() {
             if let Some(t) = g.node(n).tensor() {
-                if !produced
+                if produced
                     .get(&Port::new(n, 0))
-                    .is_some_and(|d| *d == DType::F16)
+                    .is_none_or(|d| *d != DType::F16)
                 {
                     let b = t.raw_data.as_ref().map_or(0, |r| r.len() as u64);
                     summary.const_bytes_before += b;

@@ -162,6 +162,8 @@ fn reshape_to<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> R<ArrayD<T>> {
 }
 
 /// Evaluates one operator on constant inputs. `inputs[i] == None` is an omitted optional input.
+// The comparison closures are instantiated for bool tensors too, where clippy prefers `!a & b`.
+#[allow(clippy::bool_comparison)]
 pub fn eval_op(
     op: &str,
     at: &[AttributeProto],
@@ -583,9 +585,9 @@ pub fn eval_op(
                             let v = lane[i];
                             if exclusive {
                                 lane[i] = acc;
-                                acc = acc + v;
+                                acc += v;
                             } else {
-                                acc = acc + v;
+                                acc += v;
                                 lane[i] = acc;
                             }
                         }
