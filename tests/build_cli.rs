@@ -1,6 +1,10 @@
 //! `detrc build` and `detrc inspect` on engines, end to end, with the real TensorRT-RTX
 //! libraries (CPU only). Tests that need the libraries print SKIP and pass when they are not
 //! installed, unless DETRC_REQUIRE_TENSORRT is set.
+//!
+//! Not built with the `enterprise` feature: datacenter TensorRT builds only for the GPU it
+//! runs on, and this machine has none.
+#![cfg(not(feature = "enterprise"))]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

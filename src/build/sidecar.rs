@@ -110,11 +110,6 @@ fn dims(d: &[i64]) -> String {
         .join("x")
 }
 
-#[cfg(not(feature = "enterprise"))]
-const FLAVOR: &str = "TensorRT-RTX";
-#[cfg(feature = "enterprise")]
-const FLAVOR: &str = "TensorRT";
-
 impl Sidecar {
     pub fn new(
         model: &Path,
@@ -147,7 +142,7 @@ impl Sidecar {
             format: FORMAT.to_string(),
             detrc_version: env!("CARGO_PKG_VERSION").to_string(),
             tensorrt: TensorRt {
-                flavor: FLAVOR.to_string(),
+                flavor: super::engine::FLAVOR.to_string(),
                 version: built.tensorrt_version.clone(),
                 headers: super::engine::compiled_tensorrt_version(),
             },
