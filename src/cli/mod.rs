@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Rewrite an ONNX model (prune auxiliary heads, fold constants, simplify) and write it.
-    Compile(compile::Args),
+    Compile(Box<compile::Args>),
     /// Show a model's inputs, outputs and operator histogram (ONNX or engine sidecar).
     Inspect(inspect::Args),
     /// List the available passes in default pipeline order.
@@ -54,7 +54,7 @@ pub fn main() -> ExitCode {
         }
     };
     let res = match cli.cmd {
-        Cmd::Compile(a) => compile::run(a),
+        Cmd::Compile(a) => compile::run(*a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Passes => {
             for p in detrc::passes::registry() {

@@ -1,6 +1,9 @@
 //! Operator semantics for constant evaluation. Every failure is an `EvalError`, never a panic:
 //! the folder simply leaves a node it cannot evaluate in place.
 
+// Comparisons are written once for every element type, bool included.
+#![allow(clippy::bool_comparison)]
+
 use half::f16;
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 
@@ -583,9 +586,9 @@ pub fn eval_op(
                             let v = lane[i];
                             if exclusive {
                                 lane[i] = acc;
-                                acc = acc + v;
+                                acc += v;
                             } else {
-                                acc = acc + v;
+                                acc += v;
                                 lane[i] = acc;
                             }
                         }
