@@ -7,7 +7,8 @@
 //!   Mul(x, 1) | Div(x, 1) | Add(x, 0) | Sub(x, 0), result shape = x shape -> x
 //!   Pad(x, zeros) | Slice(x, whole range) | Transpose(x, identity perm) -> x
 //!   Concat(x) (one input)                     -> x
-//!   Squeeze(Unsqueeze(x, a), a)               -> x
+//!   Split(x) (one output)                     -> x
+//!   Squeeze(Unsqueeze(x)) | Unsqueeze(Squeeze(x)), same type -> x
 //! A rewrite needs the result's type to equal the input's, so it never changes a shape or
 //! element type that a consumer sees.
 
@@ -134,15 +135,21 @@ pub fn noop_source(g: &Graph, n: NodeId) -> Option<Port> {
         "Transpose" => attrs::ints(&op.attrs, "perm")
             .is_some_and(|p| p.iter().enumerate().all(|(i, &v)| v == i as i64)),
         "Concat" => ins.len() == 1,
+        "Split" => node.outputs.len() == 1 && keeps_type(),
         _ => false,
     };
     if pass {
         return Some(x);
     }
-    // Squeeze(Unsqueeze(y)) over the same axes gives back y.
-    if op.op_type == "Squeeze" {
+    // Squeeze(Unsqueeze(y)) and Unsqueeze(Squeeze(y)) give back y when the types agree.
+    if op.op_type == "Squeeze" || op.op_type == "Unsqueeze" {
+        let inverse = if op.op_type == "Squeeze" {
+            "Unsqueeze"
+        } else {
+            "Squeeze"
+        };
         let inner = g.node(x.node);
-        if inner.is("Unsqueeze") && g.use_count(x) == 1 {
+        if inner.is(inverse) {
             let y = g.input(x.node, 0)?;
             if same_type(g, y, out) {
                 return Some(y);

@@ -1,11 +1,15 @@
 //! The passes, one file each. `registry()` lists them in default pipeline order.
 
+pub mod canonicalize_gather;
 pub mod cse;
 pub mod dead_code;
 pub mod eliminate_noops;
 pub mod fold_batchnorm;
 pub mod fold_constants;
+pub mod fold_mask;
+pub mod identity_chains;
 pub mod infer_shapes;
+pub mod prune_aux_heads;
 
 use crate::pass::Pass;
 
@@ -13,7 +17,11 @@ use crate::pass::Pass;
 pub fn registry() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(infer_shapes::InferShapes),
+        Box::new(fold_mask::FoldMask),
         Box::new(fold_constants::FoldConstants),
+        Box::new(prune_aux_heads::PruneAuxHeads),
+        Box::new(canonicalize_gather::CanonicalizeGather),
+        Box::new(identity_chains::IdentityChains),
         Box::new(eliminate_noops::EliminateNoops),
         Box::new(fold_batchnorm::FoldBatchNorm),
         Box::new(cse::Cse),
@@ -21,11 +29,16 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
     ]
 }
 
+/// Every pass, including those not in the default pipeline.
+pub fn all() -> Vec<Box<dyn Pass>> {
+    registry()
+}
+
 /// Names of all passes, in default order.
 pub fn names() -> Vec<&'static str> {
-    registry().iter().map(|p| p.name()).collect()
+    all().iter().map(|p| p.name()).collect()
 }
 
 pub fn by_name(name: &str) -> Option<Box<dyn Pass>> {
-    registry().into_iter().find(|p| p.name() == name)
+    all().into_iter().find(|p| p.name() == name)
 }

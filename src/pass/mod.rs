@@ -140,15 +140,7 @@ impl Pipeline {
                         ("changed", lines)
                     }
                     Ok(Outcome::Unchanged) => ("unchanged", vec![]),
-                    Ok(Outcome::NotApplicable(why)) => {
-                        if self.context.strict {
-                            return Err(Error::Pass {
-                                pass: p.name().into(),
-                                reason: format!("not applicable (--strict): {why}"),
-                            });
-                        }
-                        ("not-applicable", vec![why])
-                    }
+                    Ok(Outcome::NotApplicable(why)) => ("not-applicable", vec![why]),
                     Err(reason) => {
                         *g = before;
                         if self.context.strict {
@@ -179,6 +171,29 @@ impl Pipeline {
             }
             if !any {
                 break;
+            }
+        }
+        // A DETR pass that never applied in any round is what --strict is about; passing
+        // "not applicable" in round 2 after doing its job in round 1 is normal.
+        if self.context.strict {
+            for p in self.passes.iter().filter(|p| p.detr_specific()) {
+                let mine = reports.iter().filter(|r| r.pass == p.name());
+                let mut why = None;
+                let mut applied = false;
+                for r in mine {
+                    applied |= r.status == "changed" || r.status == "unchanged";
+                    if r.status == "not-applicable" && why.is_none() {
+                        why = r.details.first().cloned();
+                    }
+                }
+                if !applied {
+                    if let Some(why) = why {
+                        return Err(Error::Pass {
+                            pass: p.name().into(),
+                            reason: format!("not applicable (--strict): {why}"),
+                        });
+                    }
+                }
             }
         }
         Ok(reports)
