@@ -72,6 +72,11 @@ const FOLDABLE: &[&str] = &[
     "ReduceSum",
     "ReduceMean",
     "ReduceProd",
+    "MatMul",
+    "Gemm",
+    "Softmax",
+    "LogSoftmax",
+    "LayerNormalization",
 ];
 
 pub fn is_foldable(op: &str) -> bool {

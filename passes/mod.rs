@@ -7,6 +7,8 @@ pub mod eliminate_noops;
 pub mod fold_batchnorm;
 pub mod fold_constants;
 pub mod fold_mask;
+pub mod fold_scale;
+pub mod fuse_matmul;
 pub mod identity_chains;
 pub mod infer_shapes;
 pub mod prune_aux_heads;
@@ -24,6 +26,8 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(identity_chains::IdentityChains),
         Box::new(eliminate_noops::EliminateNoops),
         Box::new(fold_batchnorm::FoldBatchNorm),
+        Box::new(fold_scale::FoldScale),
+        Box::new(fuse_matmul::FuseMatMul),
         Box::new(cse::Cse),
         Box::new(dead_code::DeadCode),
     ]

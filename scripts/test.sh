@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The project's test command (README and .ci/run): installs what the tests need on a fresh
+# machine, then runs the whole suite. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup_python.sh
+# The onnxruntime cross-checks must run here, not be skipped.
+export DETRC_REQUIRE_ORT=1
+cargo test --locked "$@"
