@@ -76,8 +76,10 @@ impl Pass for Cse {
 }
 
 fn merge_consts(g: &mut Graph) -> usize {
-    use crate::eval::Tensor;
-    let mut seen: HashMap<(i32, Vec<i64>, Vec<u8>), NodeId> = HashMap::new();
+    // Candidates are grouped by type, shape and a sample of their bytes first, so the bytes of
+    // large, unique weights are never hashed; equal groups are then compared in full.
+    type Key = (i32, Vec<i64>, usize, Vec<u8>);
+    let mut groups: HashMap<Key, Vec<NodeId>> = HashMap::new();
     let mut ids: Vec<NodeId> =
         g.g.node_indices()
             .filter(|&n| {
@@ -91,30 +93,38 @@ fn merge_consts(g: &mut Graph) -> usize {
             })
             .collect();
     ids.sort_by_key(|&n| g.node(n).seq);
-    let mut merged = 0;
-    for n in ids {
+    for &n in &ids {
         let t = g.node(n).tensor().expect("const");
-        // Weights are compared through their canonical raw bytes; only small tensors, since a
-        // large duplicate weight is rare and hashing it is not free.
-        if t.dims.iter().product::<i64>() > 1 << 16 {
-            continue;
-        }
-        let Ok(v) = Tensor::from_proto(t) else {
-            continue;
-        };
-        let raw = v.to_proto("").raw_data.unwrap_or_default().to_vec();
-        let key = (t.data_type.unwrap_or(0), t.dims.clone(), raw);
-        match seen.get(&key) {
-            Some(&first) => {
-                if g.is_graph_output(Port::new(n, 0)) {
-                    continue;
+        let Some(raw) = &t.raw_data else { continue };
+        let sample = raw[..raw.len().min(64)].to_vec();
+        groups
+            .entry((t.data_type.unwrap_or(0), t.dims.clone(), raw.len(), sample))
+            .or_default()
+            .push(n);
+    }
+    let mut merged = 0;
+    let mut keys: Vec<&Key> = groups.keys().collect();
+    keys.sort();
+    let ordered: Vec<Vec<NodeId>> = keys.into_iter().map(|k| groups[k].clone()).collect();
+    for members in ordered.into_iter().filter(|m| m.len() > 1) {
+        let mut kept: Vec<NodeId> = Vec::new();
+        for n in members {
+            let raw = g
+                .node(n)
+                .tensor()
+                .and_then(|t| t.raw_data.clone())
+                .expect("raw");
+            let twin = kept
+                .iter()
+                .copied()
+                .find(|&k| g.node(k).tensor().and_then(|t| t.raw_data.as_ref()) == Some(&raw));
+            match twin {
+                Some(first) if !g.is_graph_output(Port::new(n, 0)) => {
+                    g.replace_all_uses(Port::new(n, 0), Port::new(first, 0));
+                    g.remove_node(n);
+                    merged += 1;
                 }
-                g.replace_all_uses(Port::new(n, 0), Port::new(first, 0));
-                g.remove_node(n);
-                merged += 1;
-            }
-            None => {
-                seen.insert(key, n);
+                _ => kept.push(n),
             }
         }
     }

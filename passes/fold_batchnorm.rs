@@ -6,7 +6,7 @@
 //! where s and t are per-output-channel constants (DETR's FrozenBatchNorm2d exports as the
 //! Mul/Add form). The Conv's output must have no other reader.
 
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
 use crate::eval::{attrs, Tensor};
 use crate::ir::{Graph, NodeId, Port};
@@ -27,9 +27,7 @@ impl Pass for FoldBatchNorm {
             if !g.contains(n) || !g.node(n).is("Conv") {
                 continue;
             }
-            while let Some(()) = try_fold_next(g, n) {
-                folded += 1;
-            }
+            folded += try_fold_chain(g, n);
         }
         Ok(Outcome::changed(if folded > 0 {
             vec![format!(
@@ -72,83 +70,116 @@ fn per_channel(a: &ArrayD<f32>, c: usize, out_rank: usize) -> Option<Vec<f32>> {
     Some(if len == 1 { vec![flat[0]; c] } else { flat })
 }
 
-/// Folds the single reader of the Conv's output into it, if it is a foldable scale or shift.
-fn try_fold_next(g: &mut Graph, conv: NodeId) -> Option<()> {
-    let out = Port::new(conv, 0);
-    if g.is_graph_output(out) {
+/// The single reader of `p`, if it is an operator and `p` is not a graph output.
+fn only_reader(g: &Graph, p: Port) -> Option<(NodeId, usize)> {
+    if g.is_graph_output(p) {
         return None;
     }
-    let users = g.consumers(out);
-    let [(user, slot)] = users[..] else {
-        return None;
-    };
-    let ins = g.inputs(conv);
-    let w = f32_const(g, ins.get(1).copied().flatten())?;
-    let c = *w.shape().first()?;
-    let out_rank = w.ndim();
-    let b: Vec<f32> = match ins.get(2).copied().flatten() {
-        Some(p) => f32_const(g, Some(p))?.iter().copied().collect(),
-        None => vec![0.0; c],
-    };
-    if b.len() != c {
-        return None;
+    match g.consumers(p)[..] {
+        [one] => Some(one),
+        _ => None,
     }
+}
+
+/// The scale/shift that node `user` applies per channel to its input at `slot`, if it is a
+/// foldable BatchNormalization, Mul or Add by constants.
+fn scale_shift(
+    g: &Graph,
+    user: NodeId,
+    slot: usize,
+    c: usize,
+    rank: usize,
+) -> Option<(Vec<f32>, Vec<f32>)> {
     let unode = g.node(user);
     let uins = g.inputs(user);
     let other = |s: usize| uins.get(1 - s).copied().flatten();
-    let (scale, shift): (Vec<f32>, Vec<f32>) = if unode.is("BatchNormalization") {
-        if slot != 0
-            || unode.outputs.len() > 1
-                && (1..unode.outputs.len()).any(|k| g.use_count(Port::new(user, k)) > 0)
-        {
+    if unode.is("BatchNormalization") {
+        if slot != 0 || (1..unode.outputs.len()).any(|k| g.use_count(Port::new(user, k)) > 0) {
             return None;
         }
         let eps = attrs::float(&unode.op()?.attrs, "epsilon").unwrap_or(1e-5);
         let get = |i: usize| -> Option<Vec<f32>> {
-            per_channel(&f32_const(g, uins.get(i).copied().flatten())?, c, 1 + 1).or_else(|| {
-                let v: Vec<f32> = f32_const(g, uins.get(i).copied().flatten())?
-                    .iter()
-                    .copied()
-                    .collect();
-                (v.len() == c).then_some(v)
-            })
+            let v: Vec<f32> = f32_const(g, uins.get(i).copied().flatten())?
+                .iter()
+                .copied()
+                .collect();
+            (v.len() == c).then_some(v)
         };
         let (gamma, beta, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
         let k: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + eps).sqrt()).collect();
         let t: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * k[i]).collect();
-        (k, t)
+        Some((k, t))
     } else if unode.is("Mul") && uins.len() == 2 {
-        let s = per_channel(&f32_const(g, other(slot))?, c, out_rank)?;
-        (s, vec![0.0; c])
+        Some((
+            per_channel(&f32_const(g, other(slot))?, c, rank)?,
+            vec![0.0; c],
+        ))
     } else if unode.is("Add") && uins.len() == 2 {
-        let t = per_channel(&f32_const(g, other(slot))?, c, out_rank)?;
-        (vec![1.0; c], t)
+        Some((
+            vec![1.0; c],
+            per_channel(&f32_const(g, other(slot))?, c, rank)?,
+        ))
     } else {
-        return None;
+        None
+    }
+}
+
+/// Folds the chain of scale/shift nodes after a Conv into its weights, in one pass over the
+/// weight bytes (R50 has ~90 MB of conv weights; no intermediate copies).
+fn try_fold_chain(g: &mut Graph, conv: NodeId) -> usize {
+    let out = Port::new(conv, 0);
+    let ins = g.inputs(conv);
+    let Some(wp) = ins.get(1).copied().flatten() else {
+        return 0;
     };
-    if unode.outputs.is_empty() {
-        return None;
+    let Some(wt) = g.const_tensor(wp) else {
+        return 0;
+    };
+    if wt.data_type != Some(crate::ir::DType::F32.0) || wt.dims.len() < 2 {
+        return 0;
     }
-    // The result keeps the Conv's type only if the scale/shift does not broadcast it larger.
-    if g.ty(Port::new(user, 0)).map(|t| t.static_shape()) != g.ty(out).map(|t| t.static_shape()) {
-        return None;
+    let c = wt.dims[0] as usize;
+    let rank = wt.dims.len();
+    let Some(out_ty) = g.ty(out).cloned() else {
+        return 0;
+    };
+    let mut scale = vec![1f32; c];
+    let mut shift = vec![0f32; c];
+    let mut chain: Vec<NodeId> = Vec::new();
+    let mut cur = out;
+    while let Some((user, slot)) = only_reader(g, cur) {
+        let Some((k, t)) = scale_shift(g, user, slot, c, rank) else {
+            break;
+        };
+        // The result keeps the Conv's type only if the scale/shift does not broadcast it.
+        if g.ty(Port::new(user, 0)) != Some(&out_ty) {
+            break;
+        }
+        for i in 0..c {
+            scale[i] *= k[i];
+            shift[i] = shift[i] * k[i] + t[i];
+        }
+        chain.push(user);
+        cur = Port::new(user, 0);
     }
-    let mut w2 = w.clone();
-    for (i, mut sub) in w2.axis_iter_mut(Axis(0)).enumerate() {
-        sub.mapv_inplace(|v| v * scale[i]);
+    if chain.is_empty() {
+        return 0;
     }
+    let b: Vec<f32> = match ins.get(2).copied().flatten() {
+        Some(p) => match f32_const(g, Some(p)) {
+            Some(v) if v.len() == c => v.iter().copied().collect(),
+            _ => return 0,
+        },
+        None => vec![0.0; c],
+    };
+    let Some(w2) = scaled_weights(g.const_tensor(wp).expect("checked"), &scale) else {
+        return 0;
+    };
     let b2: Vec<f32> = (0..c).map(|i| b[i] * scale[i] + shift[i]).collect();
-    let wname = format!(
-        "{}_folded_w",
-        g.node(conv).op().map_or("conv", |o| o.name.as_str())
-    );
-    let bname = format!(
-        "{}_folded_b",
-        g.node(conv).op().map_or("conv", |o| o.name.as_str())
-    );
-    let wc = g.add_const(&wname, Tensor::F32(w2).to_proto(""));
+    let base = g.node(conv).op().map_or(String::new(), |o| o.name.clone());
+    let wc = g.add_const(&format!("{base}_folded_w"), w2);
     let bc = g.add_const(
-        &bname,
+        &format!("{base}_folded_b"),
         Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[c]), b2).expect("1-D")).to_proto(""),
     );
     if let Some(op) = g.node_mut(conv).op_mut() {
@@ -156,7 +187,40 @@ fn try_fold_next(g: &mut Graph, conv: NodeId) -> Option<()> {
     }
     g.set_input(conv, 1, Some(Port::new(wc, 0)));
     g.set_input(conv, 2, Some(Port::new(bc, 0)));
-    g.replace_all_uses(Port::new(user, 0), out);
-    g.remove_node(user);
-    Some(())
+    g.replace_all_uses(cur, out);
+    for n in &chain {
+        g.remove_node(*n);
+    }
+    chain.len()
+}
+
+/// W[c, ...] * scale[c], straight from the stored little-endian bytes to new ones.
+fn scaled_weights(
+    t: &crate::load::proto::TensorProto,
+    scale: &[f32],
+) -> Option<crate::load::proto::TensorProto> {
+    let c = scale.len();
+    let n: usize = t.dims.iter().product::<i64>() as usize;
+    let per = n / c.max(1);
+    let mut raw: Vec<u8> = Vec::with_capacity(n * 4);
+    match &t.raw_data {
+        Some(r) if r.len() == n * 4 => {
+            for (i, chunk) in r.chunks_exact(4).enumerate() {
+                let v = f32::from_le_bytes(chunk.try_into().expect("4 bytes")) * scale[i / per];
+                raw.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        None if t.float_data.len() == n => {
+            for (i, v) in t.float_data.iter().enumerate() {
+                raw.extend_from_slice(&(v * scale[i / per]).to_le_bytes());
+            }
+        }
+        _ => return None,
+    }
+    Some(crate::load::proto::TensorProto {
+        dims: t.dims.clone(),
+        data_type: t.data_type,
+        raw_data: Some(bytes::Bytes::from(raw)),
+        ..Default::default()
+    })
 }

@@ -160,15 +160,15 @@ pub fn fold_where(
             else {
                 continue;
             };
-            let probe = Tensor::U8(ndarray::ArrayD::zeros(ndarray::IxDyn(
-                &shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
-            )));
-            if shape.iter().product::<i64>() > (1 << 26) {
-                continue;
-            }
-            match ops::eval_op(&op_type, &attrs, &[Some(probe)], opset) {
-                Ok(o) => o,
-                Err(_) => continue,
+            // Computed from the type alone: no tensor of the input's size is materialized.
+            let r = shape.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            if op_type == "Size" {
+                vec![Tensor::scalar_i64(shape.iter().product())]
+            } else {
+                let s = clamp(crate::eval::attrs::int_or(&attrs, "start", 0));
+                let e = clamp(crate::eval::attrs::int_or(&attrs, "end", r));
+                vec![Tensor::vec_i64(shape[s..e.max(s)].to_vec())]
             }
         } else {
             if ins.iter().flatten().any(|p| g.const_tensor(*p).is_none()) {

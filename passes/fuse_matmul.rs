@@ -34,14 +34,23 @@ impl Pass for FuseMatMul {
     }
     fn run(&self, g: &mut Graph, _cx: &Context) -> Result<Outcome, String> {
         // Group linear layers by the tensor they read, in a deterministic order.
-        let mut groups: BTreeMap<(u64, usize), Vec<Linear>> = BTreeMap::new();
+        // Cheap structural grouping first; weights are decoded only for groups of two or more.
+        let mut candidates: BTreeMap<(u64, usize), Vec<NodeId>> = BTreeMap::new();
         for n in g.topo_ops() {
-            if let Some((x, lin)) = linear(g, n) {
-                groups
+            if let Some(x) = linear_shape(g, n) {
+                candidates
                     .entry((g.node(x.node).seq, x.slot))
                     .or_default()
-                    .push(lin);
+                    .push(n);
             }
+        }
+        let mut groups: BTreeMap<(u64, usize), Vec<Linear>> = BTreeMap::new();
+        for (key, ns) in candidates.into_iter().filter(|(_, v)| v.len() > 1) {
+            let lins: Vec<Linear> = ns
+                .into_iter()
+                .filter_map(|n| linear(g, n).map(|(_, l)| l))
+                .collect();
+            groups.insert(key, lins);
         }
         let (mut fused, mut layers) = (0, 0);
         for ((_, _), group) in groups {
@@ -122,6 +131,20 @@ impl Pass for FuseMatMul {
             vec![]
         }))
     }
+}
+
+/// The input of MatMul `n` if it could be a fusable linear layer (no weights decoded).
+fn linear_shape(g: &Graph, n: NodeId) -> Option<Port> {
+    if !g.node(n).is("MatMul") {
+        return None;
+    }
+    let x = g.input(n, 0)?;
+    let w = g.const_tensor(g.input(n, 1)?)?;
+    if w.dims.len() != 2 || w.data_type != Some(DType::F32.0) || g.const_tensor(x).is_some() {
+        return None;
+    }
+    let users = g.consumers(Port::new(n, 0));
+    matches!(users[..], [(a, _)] if g.node(a).is("Add")).then_some(x)
 }
 
 /// `Add(MatMul(x, W), b)` rooted at MatMul `n`, with 2-D f32 `W`, 1-D `b` of W's width, and

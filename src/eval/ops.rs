@@ -791,6 +791,19 @@ fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> R<ArrayD<f32>> {
     if k != k2 {
         return inv(format!("MatMul inner dimensions {k} and {k2} differ"));
     }
+    // A plain weight matrix (the common case: x @ W) is one GEMM over all rows of x, without
+    // materializing W once per batch entry.
+    if rb == 2 {
+        let rows: usize = a.shape()[..ra - 1].iter().product();
+        let mut out_shape = a.shape()[..ra - 1].to_vec();
+        out_shape.push(n);
+        check_size(&out_shape)?;
+        let a2 = reshape_to(a, &[rows, k])?
+            .into_dimensionality::<Ix2>()
+            .expect("2-D");
+        let b2 = b.view().into_dimensionality::<Ix2>().expect("2-D");
+        return reshape_to(&a2.dot(&b2).into_dyn(), &out_shape);
+    }
     let batch = broadcast_shape(&a.shape()[..ra - 2], &b.shape()[..rb - 2])?;
     let mut out_shape = batch.clone();
     out_shape.extend([m, n]);
@@ -917,6 +930,21 @@ fn concat(ts: &[&Tensor], ax: usize) -> R<Tensor> {
 pub fn cast(t: &Tensor, to: DType) -> R<Tensor> {
     if t.dtype() == to {
         return Ok(t.clone());
+    }
+    // Direct conversions for the casts that masks and shape arithmetic use.
+    match (t, to) {
+        (Tensor::Bool(a), DType::F32) => return Ok(Tensor::F32(a.mapv(|v| v as u8 as f32))),
+        (Tensor::Bool(a), DType::I64) => return Ok(Tensor::I64(a.mapv(|v| v as i64))),
+        (Tensor::Bool(a), DType::I32) => return Ok(Tensor::I32(a.mapv(|v| v as i32))),
+        (Tensor::F32(a), DType::BOOL) => return Ok(Tensor::Bool(a.mapv(|v| v != 0.0))),
+        (Tensor::I32(a), DType::BOOL) => return Ok(Tensor::Bool(a.mapv(|v| v != 0))),
+        (Tensor::I64(a), DType::BOOL) => return Ok(Tensor::Bool(a.mapv(|v| v != 0))),
+        (Tensor::I64(a), DType::I32) => return Ok(Tensor::I32(a.mapv(|v| v as i32))),
+        (Tensor::I32(a), DType::I64) => return Ok(Tensor::I64(a.mapv(|v| v as i64))),
+        (Tensor::I64(a), DType::F32) => return Ok(Tensor::F32(a.mapv(|v| v as f32))),
+        (Tensor::I32(a), DType::F32) => return Ok(Tensor::F32(a.mapv(|v| v as f32))),
+        (Tensor::F32(a), DType::I64) => return Ok(Tensor::I64(a.mapv(|v| v as i64))),
+        _ => {}
     }
     let shape = IxDyn(&t.shape());
     // Integers go through i64 so 64-bit shape values stay exact; floats through f64.

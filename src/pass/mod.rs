@@ -72,6 +72,8 @@ pub struct Report {
     pub details: Vec<String>,
     pub ops_before: usize,
     pub ops_after: usize,
+    /// Wall time of the pass, validation included.
+    pub millis: f64,
 }
 
 /// Progress events for the caller (progress bars, logs).
@@ -128,6 +130,7 @@ impl Pipeline {
                 });
                 let before = g.clone();
                 let ops_before = g.num_ops();
+                let t0 = std::time::Instant::now();
                 let result = p.run(g, &self.context).and_then(|o| {
                     g.fix_output_names();
                     g.validate()
@@ -160,6 +163,7 @@ impl Pipeline {
                     details,
                     ops_before,
                     ops_after: g.num_ops(),
+                    millis: t0.elapsed().as_secs_f64() * 1e3,
                 };
                 if status == "changed" {
                     if let Some(dir) = &self.dump_dir {
