@@ -79,6 +79,9 @@ const FOLDABLE: &[&str] = &[
     "LayerNormalization",
 ];
 
+/// Constant inputs larger than this are not evaluated (evaluation copies them).
+const MAX_INPUT_BYTES: usize = 256 << 20;
+
 pub fn is_foldable(op: &str) -> bool {
     FOLDABLE.contains(&op)
 }
@@ -172,6 +175,17 @@ pub fn fold_where(
             }
         } else {
             if ins.iter().flatten().any(|p| g.const_tensor(*p).is_none()) {
+                continue;
+            }
+            // Decoding copies: a multi-gigabyte embedding table is not worth evaluating here.
+            let stored: usize = ins
+                .iter()
+                .flatten()
+                .filter_map(|p| g.const_tensor(*p))
+                .map(|t| t.raw_data.as_ref().map_or(0, |r| r.len()))
+                .sum();
+            if stored > MAX_INPUT_BYTES {
+                res.over_budget += 1;
                 continue;
             }
             let mut vals = Vec::with_capacity(ins.len());

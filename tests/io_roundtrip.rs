@@ -122,3 +122,21 @@ fn decode_takes_weights_from_the_map_without_copying() {
         "raw_data was copied"
     );
 }
+
+#[test]
+fn models_over_the_protobuf_limit_switch_to_external_data_automatically() {
+    // Same code path as a > 2 GiB model, with the limit lowered to 1 MiB.
+    let dir = tmpdir();
+    let f = fixture("detr_tiny_op17_b1.onnx");
+    let m = detrc::load::load_proto(&f).unwrap();
+    let out = dir.path().join("big.onnx");
+    detrc::emit::save_with_limit(&m, &out, ExternalData::Auto, 1 << 20).unwrap();
+    assert!(dir.path().join("big.onnx.data").exists());
+    let back = detrc::load::load(&out).unwrap();
+    assert!(back.had_external_data);
+    assert_same_outputs(&std::fs::read(&f).unwrap(), &encode(&back.proto), 0.0);
+    // Below the limit nothing moves.
+    let small = dir.path().join("small.onnx");
+    detrc::emit::save(&m, &small, ExternalData::Auto).unwrap();
+    assert!(!dir.path().join("small.onnx.data").exists());
+}
