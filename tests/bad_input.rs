@@ -192,3 +192,58 @@ fn usage_errors_exit_2() {
     assert_eq!(detrc(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(detrc(&["--help"]).status.code(), Some(0));
 }
+
+#[test]
+fn verification_failure_exits_3_and_writes_nothing() {
+    // Folding reorders float arithmetic (differences ~1e-7): with zero tolerance that is a
+    // mismatch, which must stop the write.
+    let f = fixture("detr_tiny_op17_b1.onnx");
+    let d = tmpdir();
+    let out = d.path().join("o.onnx");
+    let o = detrc(&[
+        "compile",
+        f.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--verify",
+        "--atol",
+        "0",
+        "--rtol",
+        "0",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("outputs differ"));
+    assert_eq!(file_names(d.path()), Vec::<String>::new());
+    let o = detrc(&[
+        "compile",
+        f.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert!(o.status.success());
+    assert!(out.exists());
+}
+
+#[test]
+fn depfile_lists_the_model() {
+    let f = fixture("cnn_tiny_op17_b1.onnx");
+    let d = tmpdir();
+    let (out, dep) = (d.path().join("o.onnx"), d.path().join("o.d"));
+    let o = detrc(&[
+        "compile",
+        f.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--depfile",
+        dep.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let text = std::fs::read_to_string(dep).unwrap();
+    assert_eq!(text, format!("{}: {}\n", out.display(), f.display()));
+}
