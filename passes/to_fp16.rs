@@ -183,9 +183,6 @@ impl Pass for ToFp16 {
     fn about(&self) -> &'static str {
         "run in fp16 with fp32 inputs/outputs; keeps norms, softmax, reductions, box sigmoid fp32"
     }
-    fn default_enabled(&self) -> bool {
-        false
-    }
     fn run(&self, g: &mut Graph, _cx: &Context) -> Result<Outcome, String> {
         if is_fp16(g) {
             return Ok(Outcome::Unchanged);
@@ -943,6 +940,9 @@ mod tests {
         for op in ["LayerNormalization", "Softmax", "ReduceMean", "CumSum"] {
             assert!(p.keep.iter().any(|k| k == op), "{op}");
         }
-        assert!(!p.default_enabled());
+        assert!(!crate::passes::registry()
+            .iter()
+            .any(|p| p.name() == "to-fp16"));
+        assert!(crate::passes::by_name("to-fp16").is_some());
     }
 }

@@ -110,7 +110,7 @@ pub fn prepare(
     let mut g = if was_compiled {
         crate::driver::load_graph(model)?.0
     } else {
-        let pipeline = Pipeline::new(crate::pass::default_passes());
+        let pipeline = Pipeline::new(crate::passes::registry());
         let c = crate::driver::compile(model, &pipeline, on)?;
         for r in c.reports.iter().filter(|r| r.status != "unchanged") {
             steps.push(format!("{}: {} {}", r.pass, r.status, r.details.join("; ")));

@@ -98,7 +98,7 @@ pub fn pipeline_for(
             }
             v
         }
-        None => detrc::pass::default_passes(),
+        None => detrc::passes::registry(),
     };
     Ok(passes
         .into_iter()
@@ -126,7 +126,11 @@ pub fn run(a: Args) -> Result<(), Exit> {
             Event::Start { step, pass } if tty => {
                 eprint!("\r\x1b[2K  [{step:>3}] {pass}…");
             }
-            Event::Done(r) if r.status != "unchanged" => {
+            // Later rounds only repeat that a DETR pass has nothing left to do.
+            Event::Done(r)
+                if r.status != "unchanged"
+                    && !(r.status == "not-applicable" && r.iteration > 1) =>
+            {
                 if tty {
                     eprint!("\r\x1b[2K");
                 }

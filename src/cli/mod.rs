@@ -28,9 +28,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Rewrite an ONNX model (prune auxiliary heads, fold constants, simplify) and write it.
-    Compile(compile::Args),
+    Compile(Box<compile::Args>),
     /// Build a TensorRT-RTX engine (fp32 or fp16) from a model, with a JSON sidecar.
-    Build(build::Args),
+    Build(Box<build::Args>),
     /// Show a model's inputs, outputs and operator histogram (ONNX or engine sidecar).
     Inspect(inspect::Args),
     /// List the available passes in default pipeline order.
@@ -57,12 +57,14 @@ pub fn main() -> ExitCode {
         }
     };
     let res = match cli.cmd {
-        Cmd::Compile(a) => compile::run(a),
-        Cmd::Build(a) => build::run(a),
+        Cmd::Compile(a) => compile::run(*a),
+        Cmd::Build(a) => build::run(*a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Passes => {
-            for p in detrc::passes::registry() {
-                let tag = match (p.detr_specific(), p.default_enabled()) {
+            let default = detrc::passes::registry();
+            for p in detrc::passes::all() {
+                let in_default = default.iter().any(|d| d.name() == p.name());
+                let tag = match (p.detr_specific(), in_default) {
                     (_, false) => " [opt-in]",
                     (true, true) => " [detr]",
                     (false, true) => "",
