@@ -124,6 +124,30 @@ fn fixtures_match_fp32_within_tolerance() {
     }
 }
 
+/// What `detrc build --precision fp16` does to a model detrc has not compiled: the default
+/// pipeline, then to-fp16.
+#[test]
+fn compiled_then_converted_matches_fp32() {
+    for name in ["detr_tiny_op17_b1.onnx", "detr_tiny_op12_b1.onnx"] {
+        let mut g = load(name);
+        let pipeline = detrc::pass::Pipeline::new(detrc::passes::registry());
+        pipeline.run(&mut g, &mut |_| {}).unwrap();
+        ToFp16::default().convert(&mut g).unwrap();
+        g.fix_output_names();
+        g.validate().unwrap();
+        let mut bytes = Vec::new();
+        detrc::emit::write_model(&g.export(), &mut bytes).unwrap();
+        for (out, d) in max_diffs(name, &bytes) {
+            eprintln!("{name} compiled+fp16 {out}: max |fp32 - fp16| = {d:.3e}");
+            assert!(
+                d <= tolerance(&out),
+                "{name} {out}: {d} > {}",
+                tolerance(&out)
+            );
+        }
+    }
+}
+
 fn float_types(g: &Graph) -> HashMap<Port, DType> {
     to_fp16::infer_dtypes(g).unwrap()
 }

@@ -112,7 +112,13 @@ pub fn prepare(
     } else {
         let pipeline = Pipeline::new(crate::passes::registry());
         let c = crate::driver::compile(model, &pipeline, on)?;
-        for r in c.reports.iter().filter(|r| r.status != "unchanged") {
+        // "not-applicable" is the normal answer of a pass in later rounds or on other models;
+        // the sidecar keeps only what changed the model or failed.
+        for r in c
+            .reports
+            .iter()
+            .filter(|r| r.status == "changed" || r.status == "rolled-back")
+        {
             steps.push(format!("{}: {} {}", r.pass, r.status, r.details.join("; ")));
         }
         let mut m = c.model;
