@@ -1,16 +1,51 @@
 //! The passes, one file each. `registry()` lists them in default pipeline order.
 
+pub mod canonicalize_gather;
+pub mod cse;
+pub mod dead_code;
+pub mod eliminate_noops;
+pub mod fold_batchnorm;
+pub mod fold_constants;
+pub mod fold_mask;
+pub mod fold_scale;
+pub mod fuse_matmul;
+pub mod identity_chains;
+pub mod infer_shapes;
+pub mod prune_aux_heads;
+pub mod to_fp16;
+
 use crate::pass::Pass;
 
+/// The default pipeline, in order. It runs to a fixed point, so later passes feed earlier ones.
 pub fn registry() -> Vec<Box<dyn Pass>> {
-    vec![]
+    vec![
+        Box::new(infer_shapes::InferShapes),
+        Box::new(fold_mask::FoldMask),
+        Box::new(fold_constants::FoldConstants),
+        Box::new(prune_aux_heads::PruneAuxHeads),
+        Box::new(canonicalize_gather::CanonicalizeGather),
+        Box::new(identity_chains::IdentityChains),
+        Box::new(eliminate_noops::EliminateNoops),
+        Box::new(fold_batchnorm::FoldBatchNorm),
+        Box::new(fold_scale::FoldScale),
+        Box::new(fuse_matmul::FuseMatMul),
+        Box::new(cse::Cse),
+        Box::new(dead_code::DeadCode),
+    ]
+}
+
+/// Every pass, including those not in the default pipeline.
+pub fn all() -> Vec<Box<dyn Pass>> {
+    let mut v = registry();
+    v.push(Box::new(to_fp16::ToFp16::default()));
+    v
 }
 
 /// Names of all passes, in default order.
 pub fn names() -> Vec<&'static str> {
-    registry().iter().map(|p| p.name()).collect()
+    all().iter().map(|p| p.name()).collect()
 }
 
 pub fn by_name(name: &str) -> Option<Box<dyn Pass>> {
-    registry().into_iter().find(|p| p.name() == name)
+    all().into_iter().find(|p| p.name() == name)
 }

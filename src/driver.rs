@@ -48,6 +48,31 @@ pub fn compile(path: &Path, pipeline: &Pipeline, on: &mut dyn FnMut(Event)) -> R
     })
 }
 
+/// Metadata key `detrc compile` sets on the models it writes; the value is detrc's version.
+/// `detrc build` reads it to decide whether a model still needs compiling.
+pub const COMPILED_KEY: &str = "detrc.compiled";
+
+/// Marks `model` as compiled by this version of detrc (replacing an older mark).
+pub fn mark_compiled(model: &mut ModelProto) {
+    use crate::load::proto::StringStringEntryProto;
+    model
+        .metadata_props
+        .retain(|e| e.key.as_deref() != Some(COMPILED_KEY));
+    model.metadata_props.push(StringStringEntryProto {
+        key: Some(COMPILED_KEY.into()),
+        value: Some(env!("CARGO_PKG_VERSION").into()),
+    });
+}
+
+/// The detrc version that compiled `model`, if any did.
+pub fn compiled_by(model: &ModelProto) -> Option<String> {
+    model
+        .metadata_props
+        .iter()
+        .find(|e| e.key.as_deref() == Some(COMPILED_KEY))
+        .map(|e| e.value.clone().unwrap_or_default())
+}
+
 /// Result of running two models on the same seeded inputs.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Verification {

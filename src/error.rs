@@ -4,19 +4,19 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{} is empty (0 bytes): not an ONNX model", path.display())]
     Empty { path: PathBuf },
-    #[error("{} is not a valid ONNX protobuf (truncated or corrupt?): {source}", path.display())]
+    #[error("{} is not a valid ONNX protobuf (truncated or corrupt?)", path.display())]
     Decode {
         path: PathBuf,
         source: prost::DecodeError,

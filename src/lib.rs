@@ -6,10 +6,12 @@
 //! - [`pass`]: the pass manager; the passes themselves live in the top-level `passes/` folder;
 //! - [`eval`]: the CPU evaluator used by constant folding;
 //! - [`emit`]: streamed, atomic ONNX writing;
+//! - [`build`]: TensorRT-RTX engine building (fp32/fp16) and the engine's JSON sidecar;
 //! - [`reference`]: the CPU reference runtime used by `--verify`, tests and `detrc run`;
 //! - [`run`]: `detrc run` / `detrc bench`: pre-processing, CPU and TensorRT backends,
 //!   post-processing, annotated images.
 
+pub mod build;
 pub mod driver;
 pub mod emit;
 pub mod error;

@@ -31,7 +31,8 @@ fn assert_fails_with(o: &Output, needle: &str) {
 }
 
 /// $DETRC_PYTHON, else the interpreter CI prepares (.venv, from scripts/requirements-ci.txt),
-/// else python3; None (with the reason printed) when it lacks onnxruntime, numpy or PIL.
+/// else python3; None (with the reason printed) when it lacks onnxruntime, numpy or PIL, unless
+/// DETRC_REQUIRE_ORT is set (CI), where that fails the test.
 fn python() -> Option<PathBuf> {
     let venv = root().join(".venv/bin/python");
     let py = match std::env::var_os("DETRC_PYTHON").filter(|v| !v.is_empty()) {
@@ -45,6 +46,12 @@ fn python() -> Option<PathBuf> {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
+        assert!(
+            std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
+            "DETRC_REQUIRE_ORT is set but {} cannot import onnxruntime, numpy and PIL \
+             (scripts/setup_python.sh installs them)",
+            py.display()
+        );
         eprintln!(
             "SKIP: {} cannot import onnxruntime, numpy and PIL; the reference comparison needs \
              them (pip install -r scripts/requirements-ci.txt)",

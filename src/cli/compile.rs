@@ -126,7 +126,11 @@ pub fn run(a: Args) -> Result<(), Exit> {
             Event::Start { step, pass } if tty => {
                 eprint!("\r\x1b[2K  [{step:>3}] {pass}…");
             }
-            Event::Done(r) if r.status != "unchanged" => {
+            // Later rounds only repeat that a DETR pass has nothing left to do.
+            Event::Done(r)
+                if r.status != "unchanged"
+                    && !(r.status == "not-applicable" && r.iteration > 1) =>
+            {
                 if tty {
                     eprint!("\r\x1b[2K");
                 }
@@ -139,8 +143,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
             _ => {}
         }
     };
-    let compiled = detrc::driver::compile(&a.input, &pipeline, &mut on)
+    let mut compiled = detrc::driver::compile(&a.input, &pipeline, &mut on)
         .with_context(|| format!("cannot compile {}", a.input.display()))?;
+    detrc::driver::mark_compiled(&mut compiled.model);
     if tty && !quiet {
         eprint!("\r\x1b[2K");
     }

@@ -1,21 +1,42 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
+use detrc::build::{sidecar_path, Sidecar};
 
 use super::Exit;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// An ONNX model.
+    /// An ONNX model, or an engine built by `detrc build` (read from its `.json` sidecar).
     model: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
 
+/// File extensions TensorRT engines commonly have.
+const ENGINE_EXTENSIONS: &[&str] = &["engine", "plan", "trt"];
+
+fn looks_like_engine(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ENGINE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 pub fn run(a: Args) -> Result<(), Exit> {
-    let (g, _) = detrc::driver::load_graph(&a.model)
-        .with_context(|| format!("cannot inspect {}", a.model.display()))?;
+    if looks_like_engine(&a.model) {
+        return inspect_engine(&a.model, a.json);
+    }
+    let (g, _) = match detrc::driver::load_graph(&a.model) {
+        Ok(g) => g,
+        // An engine under another name: its sidecar tells.
+        Err(_) if sidecar_path(&a.model).is_file() => return inspect_engine(&a.model, a.json),
+        Err(e) => {
+            return Err(anyhow!(e)
+                .context(format!("cannot inspect {}", a.model.display()))
+                .into())
+        }
+    };
     let inputs: Vec<(String, String)> = g
         .graph_inputs()
         .into_iter()
@@ -68,5 +89,97 @@ pub fn run(a: Args) -> Result<(), Exit> {
     for (op, n) in h {
         println!("  {op:<24} {n}");
     }
+    Ok(())
+}
+
+fn inspect_engine(engine: &Path, json: bool) -> Result<(), Exit> {
+    let sc_path = sidecar_path(engine);
+    let text = match std::fs::read_to_string(&sc_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(anyhow!(
+                "{} looks like a TensorRT engine but its sidecar {} is missing; an engine alone \
+                 cannot be described without TensorRT and a GPU. Rebuild it with `detrc build`",
+                engine.display(),
+                sc_path.display()
+            )
+            .into())
+        }
+        Err(e) => {
+            return Err(anyhow!(e)
+                .context(format!("cannot read {}", sc_path.display()))
+                .into())
+        }
+    };
+    let sc = Sidecar::from_json(&text)
+        .with_context(|| format!("{} is not a detrc engine sidecar", sc_path.display()))?;
+    // The sidecar may describe an engine that was replaced since; say so rather than trust it.
+    let check = match std::fs::read(engine) {
+        Ok(bytes) if detrc::build::sha256_hex(&bytes) == sc.engine.sha256 => "matches sidecar",
+        Ok(_) => "DIFFERS from the sidecar's sha256 (replaced or corrupted?)",
+        Err(_) => "missing",
+    };
+    if json {
+        let mut j = serde_json::to_value(&sc)?;
+        j["engine_check"] = serde_json::Value::from(check);
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    let io = |v: &[detrc::build::sidecar::Io]| -> Vec<String> {
+        v.iter()
+            .map(|i| {
+                let dims: Vec<String> = i.shape.iter().map(|d| d.to_string()).collect();
+                format!("{}: {}[{}]", i.name, i.dtype, dims.join(","))
+            })
+            .collect()
+    };
+    println!(
+        "engine:    {} ({} bytes, {check})",
+        engine.display(),
+        sc.engine.bytes
+    );
+    println!(
+        "built by:  detrc {} with {} {}",
+        sc.detrc_version, sc.tensorrt.flavor, sc.tensorrt.version
+    );
+    println!("targets:   {}", sc.targets.join(", "));
+    println!("precision: {}", sc.precision);
+    for i in io(&sc.inputs) {
+        println!("input:     {i}");
+    }
+    for o in io(&sc.outputs) {
+        println!("output:    {o}");
+    }
+    println!(
+        "source:    {} (sha256 {}{})",
+        sc.source.path,
+        sc.source.sha256,
+        if sc.source.compiled_before {
+            ""
+        } else {
+            ", compiled by detrc build"
+        }
+    );
+    println!("engine sha256: {}", sc.engine.sha256);
+    println!("content key:   {}", sc.content_key);
+    if let Some(w) = sc.options.workspace_mb {
+        println!("workspace: {w} MiB");
+    }
+    if let Some(l) = sc.options.opt_level {
+        println!("opt level: {l}");
+    }
+    for s in &sc.options.shapes {
+        println!("shapes:    {s}");
+    }
+    if !sc.options.fp16_keep.is_empty() {
+        println!("fp16 keep: {}", sc.options.fp16_keep.join(", "));
+    }
+    for s in &sc.steps {
+        println!("step:      {s}");
+    }
+    println!(
+        "built in:  {:.2}s prepare + {:.2}s TensorRT",
+        sc.timing.prepare_seconds, sc.timing.engine_seconds
+    );
     Ok(())
 }

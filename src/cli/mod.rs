@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch. Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed.
 
 mod bench;
+mod build;
 mod compile;
 mod inspect;
 mod run;
@@ -29,7 +30,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Rewrite an ONNX model (prune auxiliary heads, fold constants, simplify) and write it.
-    Compile(compile::Args),
+    Compile(Box<compile::Args>),
+    /// Build a TensorRT-RTX engine (fp32 or fp16) from a model, with a JSON sidecar.
+    Build(Box<build::Args>),
     /// Show a model's inputs, outputs and operator histogram (ONNX or engine sidecar).
     Inspect(inspect::Args),
     /// List the available passes in default pipeline order.
@@ -60,13 +63,20 @@ pub fn main() -> ExitCode {
         }
     };
     let res = match cli.cmd {
-        Cmd::Compile(a) => compile::run(a),
+        Cmd::Compile(a) => compile::run(*a),
+        Cmd::Build(a) => build::run(*a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Run(a) => run::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Passes => {
-            for p in detrc::passes::registry() {
-                let tag = if p.detr_specific() { " [detr]" } else { "" };
+            let default = detrc::passes::registry();
+            for p in detrc::passes::all() {
+                let in_default = default.iter().any(|d| d.name() == p.name());
+                let tag = match (p.detr_specific(), in_default) {
+                    (_, false) => " [opt-in]",
+                    (true, true) => " [detr]",
+                    (false, true) => "",
+                };
                 println!("{:<22} {}{tag}", p.name(), p.about());
             }
             Ok(())

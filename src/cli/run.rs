@@ -36,7 +36,7 @@ pub struct BackendArgs {
     /// cpu (ONNX, tract) or tensorrt (engine); default: cpu for *.onnx, tensorrt otherwise.
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
-    /// Folder holding libtensorrt_rtx.so.1.7.1 (else $DETRC_TENSORRT_DIR, <repo>/.trt, the
+    /// Folder holding the TensorRT-RTX libraries (else $DETRC_TENSORRT_DIR, <repo>/.trt, the
     /// system search path).
     #[arg(long)]
     pub tensorrt_dir: Option<PathBuf>,

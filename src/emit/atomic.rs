@@ -20,6 +20,8 @@ where
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    // Like `mkdir -p` in a Makefile recipe: an output folder that does not exist yet is made.
+    std::fs::create_dir_all(dir).map_err(werr)?;
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

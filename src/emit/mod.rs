@@ -154,6 +154,17 @@ fn write_tensor_field<W: Write + ?Sized>(
 /// Saves `model` to `path` atomically. With external data, tensors move into
 /// `<file name>.data` beside it; both files appear only once complete.
 pub fn save(model: &ModelProto, path: &Path, mode: ExternalData) -> Result<()> {
+    save_with_limit(model, path, mode, PROTOBUF_LIMIT)
+}
+
+/// `save` with the size at which `Auto` switches to external data made explicit (tests use a
+/// small one instead of writing 2 GiB).
+pub fn save_with_limit(
+    model: &ModelProto,
+    path: &Path,
+    mode: ExternalData,
+    limit: u64,
+) -> Result<()> {
     let raw_total: u64 = model
         .graph
         .as_ref()
@@ -167,7 +178,7 @@ pub fn save(model: &ModelProto, path: &Path, mode: ExternalData) -> Result<()> {
     let external = match mode {
         ExternalData::Always => true,
         ExternalData::Never => false,
-        ExternalData::Auto => raw_total + (1 << 20) >= PROTOBUF_LIMIT,
+        ExternalData::Auto => raw_total + (1 << 20) >= limit,
     };
     if !external {
         if model.encoded_len() as u64 > PROTOBUF_LIMIT {

@@ -1,6 +1,9 @@
 //! Operator semantics for constant evaluation. Every failure is an `EvalError`, never a panic:
 //! the folder simply leaves a node it cannot evaluate in place.
 
+// Comparisons are written once for every element type, bool included.
+#![allow(clippy::bool_comparison)]
+
 use half::f16;
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 
@@ -162,6 +165,8 @@ fn reshape_to<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> R<ArrayD<T>> {
 }
 
 /// Evaluates one operator on constant inputs. `inputs[i] == None` is an omitted optional input.
+// The comparison closures are instantiated for bool tensors too, where clippy prefers `!a & b`.
+#[allow(clippy::bool_comparison)]
 pub fn eval_op(
     op: &str,
     at: &[AttributeProto],
@@ -583,9 +588,9 @@ pub fn eval_op(
                             let v = lane[i];
                             if exclusive {
                                 lane[i] = acc;
-                                acc = acc + v;
+                                acc += v;
                             } else {
-                                acc = acc + v;
+                                acc += v;
                                 lane[i] = acc;
                             }
                         }
@@ -686,11 +691,159 @@ pub fn eval_op(
             })
         }
         "Resize" | "Upsample" => resize_nearest(op, at, inputs, opset),
+        "MatMul" => one(Tensor::F32(matmul(&f32_of(x()?)?, &f32_of(y()?)?)?)),
+        "Gemm" => {
+            let mut a = f32_of(x()?)?;
+            let mut b = f32_of(y()?)?;
+            if a.ndim() != 2 || b.ndim() != 2 {
+                return inv("Gemm needs 2-D inputs");
+            }
+            if attrs::int_or(at, "transA", 0) != 0 {
+                a = a.reversed_axes();
+            }
+            if attrs::int_or(at, "transB", 0) != 0 {
+                b = b.reversed_axes();
+            }
+            let alpha = attrs::float(at, "alpha").unwrap_or(1.0);
+            let beta = attrs::float(at, "beta").unwrap_or(1.0);
+            let mut out = matmul(&a, &b)?.mapv(|v| v * alpha);
+            if let Some(c) = inputs.get(2).and_then(Option::as_ref) {
+                let c = f32_of(c)?.mapv(|v| v * beta);
+                out = zip2(&out, &c, |p, q| p + q)?;
+            }
+            one(Tensor::F32(out))
+        }
+        "Softmax" | "LogSoftmax" => {
+            let a = f32_of(x()?)?;
+            let default_axis = if opset >= 13 { -1 } else { 1 };
+            let ax = axis(attrs::int_or(at, "axis", default_axis), a.ndim())
+                .ok_or(EvalError::Invalid("Softmax axis".into()))?;
+            // Before opset 13 Softmax flattens from `axis` on; identical when axis is last.
+            if opset < 13 && ax + 1 != a.ndim() {
+                return unsupported("Softmax over several axes (opset < 13)");
+            }
+            let mut out = a.clone();
+            for mut lane in out.lanes_mut(Axis(ax)) {
+                let m = lane.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = lane.iter().map(|&v| ((v - m) as f64).exp()).sum();
+                lane.mapv_inplace(|v| {
+                    let e = (v - m) as f64;
+                    if op == "Softmax" {
+                        (e.exp() / sum) as f32
+                    } else {
+                        (e - sum.ln()) as f32
+                    }
+                });
+            }
+            one(Tensor::F32(out))
+        }
+        "LayerNormalization" => {
+            let a = f32_of(x()?)?;
+            let r = a.ndim();
+            let ax = axis(attrs::int_or(at, "axis", -1), r)
+                .ok_or(EvalError::Invalid("LayerNormalization axis".into()))?;
+            let eps = attrs::float(at, "epsilon").unwrap_or(1e-5) as f64;
+            let s = a.shape().to_vec();
+            let outer: usize = s[..ax].iter().product();
+            let inner: usize = s[ax..].iter().product();
+            let flat = reshape_to(&a, &[outer, inner])?;
+            let scale = f32_of(y()?)?;
+            let bias = match inputs.get(2).and_then(Option::as_ref) {
+                Some(b) => Some(f32_of(b)?),
+                None => None,
+            };
+            let mut normed = flat.clone();
+            for mut row in normed.rows_mut() {
+                let n = row.len() as f64;
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+                let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+                let inv_std = 1.0 / (var + eps).sqrt();
+                row.mapv_inplace(|v| ((v as f64 - mean) * inv_std) as f32);
+            }
+            let normed = reshape_to(&normed, &s)?;
+            let mut out = zip2(&normed, &scale, |p, q| p * q)?;
+            if let Some(b) = bias {
+                out = zip2(&out, &b, |p, q| p + q)?;
+            }
+            one(Tensor::F32(out))
+        }
         "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceMean" | "ReduceProd" => {
             reduce(op, at, inputs, opset)
         }
         _ => unsupported(op.to_string()),
     }
+}
+
+fn f32_of(t: &Tensor) -> R<ArrayD<f32>> {
+    match t {
+        Tensor::F32(a) => Ok(a.clone()),
+        other => unsupported(format!("float arithmetic on {}", other.dtype())),
+    }
+}
+
+/// Batched matrix product with numpy broadcasting of the leading dimensions.
+fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> R<ArrayD<f32>> {
+    use ndarray::Ix2;
+    if a.ndim() < 2 || b.ndim() < 2 {
+        return unsupported("MatMul of 1-D operands");
+    }
+    let (ra, rb) = (a.ndim(), b.ndim());
+    let (m, k) = (a.shape()[ra - 2], a.shape()[ra - 1]);
+    let (k2, n) = (b.shape()[rb - 2], b.shape()[rb - 1]);
+    if k != k2 {
+        return inv(format!("MatMul inner dimensions {k} and {k2} differ"));
+    }
+    // A plain weight matrix (the common case: x @ W) is one GEMM over all rows of x, without
+    // materializing W once per batch entry.
+    if rb == 2 {
+        let rows: usize = a.shape()[..ra - 1].iter().product();
+        let mut out_shape = a.shape()[..ra - 1].to_vec();
+        out_shape.push(n);
+        check_size(&out_shape)?;
+        let a2 = reshape_to(a, &[rows, k])?
+            .into_dimensionality::<Ix2>()
+            .expect("2-D");
+        let b2 = b.view().into_dimensionality::<Ix2>().expect("2-D");
+        return reshape_to(&a2.dot(&b2).into_dyn(), &out_shape);
+    }
+    let batch = broadcast_shape(&a.shape()[..ra - 2], &b.shape()[..rb - 2])?;
+    let mut out_shape = batch.clone();
+    out_shape.extend([m, n]);
+    check_size(&out_shape)?;
+    let mut a_shape = batch.clone();
+    a_shape.extend([m, k]);
+    let mut b_shape = batch.clone();
+    b_shape.extend([k, n]);
+    let av = a
+        .broadcast(IxDyn(&a_shape))
+        .ok_or(EvalError::Invalid("MatMul broadcast".into()))?;
+    let bv = b
+        .broadcast(IxDyn(&b_shape))
+        .ok_or(EvalError::Invalid("MatMul broadcast".into()))?;
+    let nb: usize = batch.iter().product();
+    let a3 = av
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order(IxDyn(&[nb, m, k]))
+        .map_err(|e| EvalError::Invalid(e.to_string()))?;
+    let b3 = bv
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order(IxDyn(&[nb, k, n]))
+        .map_err(|e| EvalError::Invalid(e.to_string()))?;
+    let mut out = ArrayD::<f32>::zeros(IxDyn(&[nb, m, n]));
+    for i in 0..nb {
+        let x = a3
+            .index_axis(Axis(0), i)
+            .into_dimensionality::<Ix2>()
+            .expect("2-D");
+        let y = b3
+            .index_axis(Axis(0), i)
+            .into_dimensionality::<Ix2>()
+            .expect("2-D");
+        out.index_axis_mut(Axis(0), i).assign(&x.dot(&y));
+    }
+    reshape_to(&out, &out_shape)
 }
 
 /// ONNX slice bounds -> an ndarray `Slice` (ONNX clamps; ndarray would panic).
@@ -779,6 +932,21 @@ fn concat(ts: &[&Tensor], ax: usize) -> R<Tensor> {
 pub fn cast(t: &Tensor, to: DType) -> R<Tensor> {
     if t.dtype() == to {
         return Ok(t.clone());
+    }
+    // Direct conversions for the casts that masks and shape arithmetic use.
+    match (t, to) {
+        (Tensor::Bool(a), DType::F32) => return Ok(Tensor::F32(a.mapv(|v| v as u8 as f32))),
+        (Tensor::Bool(a), DType::I64) => return Ok(Tensor::I64(a.mapv(|v| v as i64))),
+        (Tensor::Bool(a), DType::I32) => return Ok(Tensor::I32(a.mapv(|v| v as i32))),
+        (Tensor::F32(a), DType::BOOL) => return Ok(Tensor::Bool(a.mapv(|v| v != 0.0))),
+        (Tensor::I32(a), DType::BOOL) => return Ok(Tensor::Bool(a.mapv(|v| v != 0))),
+        (Tensor::I64(a), DType::BOOL) => return Ok(Tensor::Bool(a.mapv(|v| v != 0))),
+        (Tensor::I64(a), DType::I32) => return Ok(Tensor::I32(a.mapv(|v| v as i32))),
+        (Tensor::I32(a), DType::I64) => return Ok(Tensor::I64(a.mapv(|v| v as i64))),
+        (Tensor::I64(a), DType::F32) => return Ok(Tensor::F32(a.mapv(|v| v as f32))),
+        (Tensor::I32(a), DType::F32) => return Ok(Tensor::F32(a.mapv(|v| v as f32))),
+        (Tensor::F32(a), DType::I64) => return Ok(Tensor::I64(a.mapv(|v| v as i64))),
+        _ => {}
     }
     let shape = IxDyn(&t.shape());
     // Integers go through i64 so 64-bit shape values stay exact; floats through f64.

@@ -166,7 +166,10 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
     for vi in value_info {
         let name = vi.name.clone().unwrap_or_default();
         match producer.get(&name) {
-            Some(&p) if matches!(g.node(p.node).kind, NodeKind::Op(_)) => {
+            // A second entry for the same tensor (some tools write duplicates) is kept as is.
+            Some(&p)
+                if matches!(g.node(p.node).kind, NodeKind::Op(_)) && g.value(p).info.is_none() =>
+            {
                 let ty = vi.r#type.as_ref().and_then(TensorType::from_proto);
                 let v = g.value_mut(p);
                 if ty.is_some() {

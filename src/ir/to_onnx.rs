@@ -1,7 +1,7 @@
 //! IR -> ModelProto.
 
 use super::{Graph, NodeKind, Port, TensorType, Value};
-use crate::load::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
+use crate::load::proto::{ModelProto, NodeProto, ValueInfoProto};
 
 impl Graph {
     /// Gives every graph output's producer the output's name, so the written model has exactly
@@ -56,7 +56,7 @@ impl Graph {
     /// in deterministic topological order.
     pub fn export(&self) -> ModelProto {
         let mut model = self.carry.model.clone();
-        let mut gp = model.graph.take().unwrap_or_else(GraphProto::default);
+        let mut gp = model.graph.take().unwrap_or_default();
         let order = self.topo_order().unwrap_or_else(|_| {
             let mut v: Vec<_> = self.g.node_indices().collect();
             v.sort_by_key(|&n| self.g[n].seq);

@@ -72,6 +72,8 @@ pub struct Report {
     pub details: Vec<String>,
     pub ops_before: usize,
     pub ops_after: usize,
+    /// Wall time of the pass, validation included.
+    pub millis: f64,
 }
 
 /// Progress events for the caller (progress bars, logs).
@@ -128,6 +130,7 @@ impl Pipeline {
                 });
                 let before = g.clone();
                 let ops_before = g.num_ops();
+                let t0 = std::time::Instant::now();
                 let result = p.run(g, &self.context).and_then(|o| {
                     g.fix_output_names();
                     g.validate()
@@ -140,15 +143,7 @@ impl Pipeline {
                         ("changed", lines)
                     }
                     Ok(Outcome::Unchanged) => ("unchanged", vec![]),
-                    Ok(Outcome::NotApplicable(why)) => {
-                        if self.context.strict {
-                            return Err(Error::Pass {
-                                pass: p.name().into(),
-                                reason: format!("not applicable (--strict): {why}"),
-                            });
-                        }
-                        ("not-applicable", vec![why])
-                    }
+                    Ok(Outcome::NotApplicable(why)) => ("not-applicable", vec![why]),
                     Err(reason) => {
                         *g = before;
                         if self.context.strict {
@@ -168,6 +163,7 @@ impl Pipeline {
                     details,
                     ops_before,
                     ops_after: g.num_ops(),
+                    millis: t0.elapsed().as_secs_f64() * 1e3,
                 };
                 if status == "changed" {
                     if let Some(dir) = &self.dump_dir {
@@ -179,6 +175,29 @@ impl Pipeline {
             }
             if !any {
                 break;
+            }
+        }
+        // A DETR pass that never applied in any round is what --strict is about; passing
+        // "not applicable" in round 2 after doing its job in round 1 is normal.
+        if self.context.strict {
+            for p in self.passes.iter().filter(|p| p.detr_specific()) {
+                let mine = reports.iter().filter(|r| r.pass == p.name());
+                let mut why = None;
+                let mut applied = false;
+                for r in mine {
+                    applied |= r.status == "changed" || r.status == "unchanged";
+                    if r.status == "not-applicable" && why.is_none() {
+                        why = r.details.first().cloned();
+                    }
+                }
+                if !applied {
+                    if let Some(why) = why {
+                        return Err(Error::Pass {
+                            pass: p.name().into(),
+                            reason: format!("not applicable (--strict): {why}"),
+                        });
+                    }
+                }
             }
         }
         Ok(reports)

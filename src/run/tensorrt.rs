@@ -6,9 +6,9 @@
 //! engine itself. Engine execution has not been run on a GPU (CI and the development machines
 //! have none); the error paths without a GPU are tested.
 //!
-//! Library lookup (first match wins), the same as for engine building: the `lib_dir` argument
-//! (`--tensorrt-dir`), `$DETRC_TENSORRT_DIR`, `<repo>/.trt`, then the loader's search path.
-//! trtx keeps the first library it loads for the whole process.
+//! The libraries are found and loaded by [`crate::build::engine`] (same lookup order as engine
+//! building: `--tensorrt-dir`, `$DETRC_TENSORRT_DIR`, `<repo>/.trt`, the loader's search path;
+//! one library per process).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,11 +22,6 @@ use super::cuda::{self, GpuPreprocess, OutType};
 use super::error::{Result, RunError};
 use super::postprocess::DetrOutputs;
 
-/// Environment variable naming the folder with the TensorRT-RTX libraries.
-pub const ENV_TENSORRT_DIR: &str = "DETRC_TENSORRT_DIR";
-/// The runtime library trtx 0.9.1 was generated against.
-pub const TENSORRT_LIB: &str = "libtensorrt_rtx.so.1.7.1";
-
 fn trt(what: &str) -> impl Fn(trtx::Error) -> RunError + '_ {
     move |e| {
         let logged = take_log_errors();
@@ -36,32 +31,6 @@ fn trt(what: &str) -> impl Fn(trtx::Error) -> RunError + '_ {
             RunError::TensorRt(format!("{what}: {e}\n{}", logged.join("\n")))
         }
     }
-}
-
-fn resolve_library(lib_dir: Option<&Path>) -> Result<PathBuf> {
-    let in_dir = |dir: &Path, origin: &str| {
-        let p = dir.join(TENSORRT_LIB);
-        if p.is_file() {
-            Ok(p)
-        } else {
-            Err(RunError::TensorRt(format!(
-                "{TENSORRT_LIB} not found in {} ({origin}); run scripts/install_tensorrt_rtx.sh \
-                 [DIR] and pass --tensorrt-dir DIR or set {ENV_TENSORRT_DIR}",
-                dir.display()
-            )))
-        }
-    };
-    if let Some(d) = lib_dir {
-        return in_dir(d, "--tensorrt-dir");
-    }
-    if let Some(d) = std::env::var_os(ENV_TENSORRT_DIR).filter(|v| !v.is_empty()) {
-        return in_dir(Path::new(&d), ENV_TENSORRT_DIR);
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join(".trt");
-    if let Ok(p) = in_dir(&repo, "repo .trt") {
-        return Ok(p);
-    }
-    Ok(PathBuf::from(TENSORRT_LIB))
 }
 
 /// TensorRT errors reported through the logger since the last call.
@@ -176,14 +145,9 @@ impl TensorRtBackend {
                 path.display()
             )));
         }
-        let lib = resolve_library(opts.lib_dir.as_deref())?;
-        trtx::dynamically_load_tensorrt(Some(&lib)).map_err(|e| {
-            RunError::TensorRt(format!(
-                "cannot load {}: {e}; run scripts/install_tensorrt_rtx.sh [DIR] and pass \
-                 --tensorrt-dir DIR or set {ENV_TENSORRT_DIR}",
-                lib.display()
-            ))
-        })?;
+        // The same loader as engine building: one library per process, same lookup order.
+        crate::build::engine::tensorrt_version(opts.lib_dir.as_deref())
+            .map_err(|e| RunError::TensorRt(e.to_string()))?;
         let logger = logger()?;
         take_log_errors();
         let mut runtime = Runtime::new(logger).map_err(trt("cannot create the runtime"))?;

@@ -1,0 +1,160 @@
+//! `eliminate-noops`: removes operators that return their input unchanged.
+//!
+//! Each rule reads as pattern -> replacement:
+//!   Identity(x) | Dropout(x) (mask unused)   -> x
+//!   Cast(x: T, to=T)                          -> x
+//!   Reshape(x, s) | Expand(x, s), same shape  -> x
+//!   Mul(x, 1) | Div(x, 1) | Add(x, 0) | Sub(x, 0), result shape = x shape -> x
+//!   Pad(x, zeros) | Slice(x, whole range) | Transpose(x, identity perm) -> x
+//!   Concat(x) (one input)                     -> x
+//!   Split(x) (one output)                     -> x
+//!   Squeeze(Unsqueeze(x)) | Unsqueeze(Squeeze(x)), same type -> x
+//! A rewrite needs the result's type to equal the input's, so it never changes a shape or
+//! element type that a consumer sees.
+
+use crate::eval::{attrs, Tensor};
+use crate::ir::{Graph, NodeId, NodeKind, Port};
+use crate::pass::{Context, Outcome, Pass};
+
+pub struct EliminateNoops;
+
+impl Pass for EliminateNoops {
+    fn name(&self) -> &'static str {
+        "eliminate-noops"
+    }
+    fn about(&self) -> &'static str {
+        "remove Identity, Dropout, same-type Cast, same-shape Reshape/Expand, x*1, x+0, zero Pad, ..."
+    }
+    fn run(&self, g: &mut Graph, _cx: &Context) -> Result<Outcome, String> {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for n in g.topo_ops() {
+            if !g.contains(n) {
+                continue;
+            }
+            let Some(src) = noop_source(g, n) else {
+                continue;
+            };
+            let out = Port::new(n, 0);
+            // Removing an Identity between a graph input and a graph output would only make the
+            // emitter put it back.
+            if g.is_graph_output(out)
+                && (!matches!(g.node(src.node).kind, NodeKind::Op(_)) || g.is_graph_output(src))
+            {
+                continue;
+            }
+            let op = g.node(n).op_type().to_string();
+            g.replace_all_uses(out, src);
+            g.remove_node(n);
+            *counts.entry(op).or_default() += 1;
+        }
+        let lines: Vec<String> = counts
+            .iter()
+            .map(|(op, c)| format!("removed {c} no-op {op}"))
+            .collect();
+        Ok(Outcome::changed(lines))
+    }
+}
+
+fn same_type(g: &Graph, a: Port, b: Port) -> bool {
+    match (g.ty(a), g.ty(b)) {
+        (Some(x), Some(y)) => {
+            x.dtype == y.dtype && x.static_shape().is_some() && x.static_shape() == y.static_shape()
+        }
+        _ => false,
+    }
+}
+
+fn const_of(g: &Graph, p: Option<Port>) -> Option<Tensor> {
+    let t = g.const_tensor(p?)?;
+    if t.dims.iter().product::<i64>() > 1 << 20 {
+        return None;
+    }
+    Tensor::from_proto(t).ok()
+}
+
+/// If node `n` passes one of its inputs through unchanged, that input.
+pub fn noop_source(g: &Graph, n: NodeId) -> Option<Port> {
+    let node = g.node(n);
+    let op = node.op()?;
+    if !crate::ir::is_onnx_domain(&op.domain) {
+        return None;
+    }
+    let ins = g.inputs(n);
+    let x = (*ins.first()?)?;
+    let out = Port::new(n, 0);
+    // Every extra output must be unused (Dropout's mask, Split's others).
+    for slot in 1..node.outputs.len() {
+        if g.use_count(Port::new(n, slot)) > 0 {
+            return None;
+        }
+    }
+    let keeps_type = || same_type(g, x, out);
+    let pass = match op.op_type.as_str() {
+        "Identity" => true,
+        "Dropout" => true,
+        "Cast" => g
+            .ty(x)
+            .is_some_and(|t| Some(t.dtype.0 as i64) == attrs::int(&op.attrs, "to")),
+        "Reshape" | "Expand" | "Squeeze" | "Unsqueeze" | "Flatten" => keeps_type(),
+        "Mul" | "Div" | "Add" | "Sub" => {
+            let unit = if matches!(op.op_type.as_str(), "Mul" | "Div") {
+                1.0
+            } else {
+                0.0
+            };
+            let c = const_of(g, ins.get(1).copied().flatten());
+            let rhs = c.is_some_and(|c| c.all_equal(unit)) && keeps_type();
+            // Add(0, x) and Mul(1, x) are commutative forms of the same no-op.
+            let lhs_commutes = matches!(op.op_type.as_str(), "Mul" | "Add")
+                && const_of(g, Some(x)).is_some_and(|c| c.all_equal(unit))
+                && ins
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|y| same_type(g, y, out));
+            if lhs_commutes && !rhs {
+                return ins.get(1).copied().flatten();
+            }
+            rhs
+        }
+        "Pad" => {
+            let pads = match ins.get(1).copied().flatten() {
+                Some(p) => const_of(g, Some(p)).and_then(|t| t.as_i64_vec()),
+                None => attrs::ints(&op.attrs, "pads"),
+            };
+            pads.is_some_and(|p| p.iter().all(|&v| v == 0)) && keeps_type()
+        }
+        // Same shape is not enough: a step of -1 over the whole axis reverses it.
+        "Slice" => {
+            let steps = match ins.get(4).copied().flatten() {
+                None => Some(vec![1]),
+                Some(p) => const_of(g, Some(p)).and_then(|t| t.as_i64_vec()),
+            };
+            steps.is_some_and(|s| s.iter().all(|&v| v == 1)) && keeps_type()
+        }
+        "Transpose" => attrs::ints(&op.attrs, "perm")
+            .is_some_and(|p| p.iter().enumerate().all(|(i, &v)| v == i as i64)),
+        "Concat" => ins.len() == 1,
+        "Split" => node.outputs.len() == 1 && keeps_type(),
+        _ => false,
+    };
+    if pass {
+        return Some(x);
+    }
+    // Squeeze(Unsqueeze(y)) and Unsqueeze(Squeeze(y)) give back y when the types agree.
+    if op.op_type == "Squeeze" || op.op_type == "Unsqueeze" {
+        let inverse = if op.op_type == "Squeeze" {
+            "Unsqueeze"
+        } else {
+            "Squeeze"
+        };
+        let inner = g.node(x.node);
+        if inner.is(inverse) {
+            let y = g.input(x.node, 0)?;
+            if same_type(g, y, out) {
+                return Some(y);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,646 @@
+//! `infer-shapes`: element type and shape of every tensor, from the graph inputs forward.
+//!
+//! Rules cover the operators of DETR and common CNN exports. Where a shape depends on a
+//! tensor's value (Reshape targets, Slice bounds, Expand shapes…) that value must be a
+//! constant, so this pass and `fold-constants` feed each other until both reach a fixed point.
+
+use crate::eval::attrs::{self, axis};
+use crate::eval::{ops, Tensor};
+use crate::ir::{DType, Dim, Graph, NodeKind, Port, TensorType};
+use crate::pass::{Context, Outcome, Pass};
+
+pub struct InferShapes;
+
+impl Pass for InferShapes {
+    fn name(&self) -> &'static str {
+        "infer-shapes"
+    }
+    fn about(&self) -> &'static str {
+        "infer element types and shapes of all tensors"
+    }
+    fn run(&self, g: &mut Graph, _cx: &Context) -> Result<Outcome, String> {
+        let mut updated = 0;
+        for n in g.topo_ops() {
+            updated += infer_node(g, n);
+        }
+        Ok(Outcome::changed(if updated > 0 {
+            vec![format!("typed {updated} tensors")]
+        } else {
+            vec![]
+        }))
+    }
+}
+
+/// Types the outputs of one node from its inputs; returns how many values learned more.
+pub fn infer_node(g: &mut Graph, n: crate::ir::NodeId) -> usize {
+    let opset = g.opset();
+    let ins = g.inputs(n);
+    let tys: Vec<Option<TensorType>> = ins
+        .iter()
+        .map(|p| p.and_then(|p| g.ty(p).cloned()))
+        .collect();
+    let vals: Vec<Option<Tensor>> = ins.iter().map(|p| small_const(g, *p)).collect();
+    let node = g.node(n);
+    let Some(op) = node.op() else { return 0 };
+    if !crate::ir::is_onnx_domain(&op.domain) {
+        return 0;
+    }
+    let Some(out) = infer(&op.op_type, &op.attrs, &tys, &vals, opset) else {
+        return 0;
+    };
+    let nouts = node.outputs.len();
+    let mut updated = 0;
+    for (slot, ty) in out.into_iter().enumerate().take(nouts) {
+        let Some(ty) = ty else { continue };
+        let v = g.value_mut(Port::new(n, slot));
+        if v.name.is_empty() {
+            continue;
+        }
+        if more_specific(&ty, v.ty.as_ref()) {
+            v.ty = Some(ty);
+            updated += 1;
+        }
+    }
+    updated
+}
+
+/// Small constants are read for shape computations; large weights never are.
+pub fn small_const(g: &Graph, p: Option<Port>) -> Option<Tensor> {
+    let p = p?;
+    let t = g.const_tensor(p)?;
+    let n: i64 = t.dims.iter().product();
+    if n > 4096 {
+        return None;
+    }
+    Tensor::from_proto(t).ok()
+}
+
+fn known_dims(t: &TensorType) -> usize {
+    t.shape.as_ref().map_or(0, |s| {
+        1 + s.iter().filter(|d| matches!(d, Dim::Fixed(_))).count()
+    })
+}
+
+/// Replace the recorded type only with one that knows more; never contradict a declared type
+/// with a guess.
+fn more_specific(new: &TensorType, old: Option<&TensorType>) -> bool {
+    match old {
+        None => true,
+        Some(o) if o.dtype == DType::UNDEFINED => true,
+        Some(o) if o.dtype != new.dtype => false,
+        Some(o) => known_dims(new) > known_dims(o),
+    }
+}
+
+fn fixed(v: &[i64]) -> Option<Vec<Dim>> {
+    Some(v.iter().map(|&d| Dim::Fixed(d)).collect())
+}
+
+fn bdim(a: &Dim, b: &Dim) -> Dim {
+    match (a, b) {
+        (x, y) if x == y => x.clone(),
+        (Dim::Fixed(1), y) => y.clone(),
+        (x, Dim::Fixed(1)) => x.clone(),
+        (Dim::Fixed(x), Dim::Fixed(_)) => Dim::Fixed(*x),
+        _ => Dim::Unknown,
+    }
+}
+
+fn broadcast(shapes: &[&Vec<Dim>]) -> Vec<Dim> {
+    let r = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
+    (0..r)
+        .map(|i| {
+            shapes.iter().fold(Dim::Fixed(1), |acc, s| {
+                let k = i as isize - (r - s.len()) as isize;
+                if k < 0 {
+                    acc
+                } else {
+                    bdim(&acc, &s[k as usize])
+                }
+            })
+        })
+        .collect()
+}
+
+fn conv_out(input: i64, k: i64, stride: i64, dil: i64, pad_sum: i64, ceil: bool) -> Option<i64> {
+    let eff = dil * (k - 1) + 1;
+    let num = input + pad_sum - eff;
+    if num < 0 || stride <= 0 {
+        return None;
+    }
+    Some(if ceil {
+        (num + stride - 1) / stride + 1
+    } else {
+        num / stride + 1
+    })
+}
+
+fn pool_like(
+    op: &str,
+    at: &[crate::load::proto::AttributeProto],
+    x: &[Dim],
+    w: Option<&[Dim]>,
+) -> Option<Vec<Dim>> {
+    let spatial = x.len().checked_sub(2)?;
+    let kernel: Vec<i64> = match attrs::ints(at, "kernel_shape") {
+        Some(k) => k,
+        None => w?[2..].iter().map(Dim::fixed).collect::<Option<_>>()?,
+    };
+    if kernel.len() != spatial {
+        return None;
+    }
+    let strides = attrs::ints(at, "strides").unwrap_or_else(|| vec![1; spatial]);
+    let dil = attrs::ints(at, "dilations").unwrap_or_else(|| vec![1; spatial]);
+    let pads = attrs::ints(at, "pads").unwrap_or_else(|| vec![0; 2 * spatial]);
+    let auto = attrs::string(at, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let ceil = attrs::int_or(at, "ceil_mode", 0) != 0;
+    let mut out = vec![x[0].clone()];
+    out.push(if op == "Conv" || op == "ConvTranspose" {
+        w?[0].clone()
+    } else {
+        x[1].clone()
+    });
+    for i in 0..spatial {
+        let d = match x[i + 2] {
+            Dim::Fixed(v) => {
+                let o = match auto.as_str() {
+                    "SAME_UPPER" | "SAME_LOWER" => (v + strides[i] - 1) / strides[i],
+                    "VALID" => conv_out(v, kernel[i], strides[i], dil[i], 0, false)?,
+                    _ => conv_out(
+                        v,
+                        kernel[i],
+                        strides[i],
+                        dil[i],
+                        pads[i] + pads[i + spatial],
+                        ceil,
+                    )?,
+                };
+                Dim::Fixed(o)
+            }
+            _ => Dim::Unknown,
+        };
+        out.push(d);
+    }
+    Some(out)
+}
+
+/// Output types of one operator, or None where the rule needs more than is known.
+pub fn infer(
+    op: &str,
+    at: &[crate::load::proto::AttributeProto],
+    tys: &[Option<TensorType>],
+    vals: &[Option<Tensor>],
+    opset: i64,
+) -> Option<Vec<Option<TensorType>>> {
+    // All-constant inputs: evaluate, which gives the exact answer.
+    if !tys.is_empty()
+        && vals
+            .iter()
+            .zip(tys)
+            .all(|(v, t)| v.is_some() || t.is_none())
+        && vals.iter().any(Option::is_some)
+        || op == "Constant"
+    {
+        if let Ok(outs) = ops::eval_op(op, at, vals, opset) {
+            return Some(
+                outs.iter()
+                    .map(|t| {
+                        Some(TensorType::new(
+                            t.dtype(),
+                            &t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>(),
+                        ))
+                    })
+                    .collect(),
+            );
+        }
+    }
+    let t0 = tys.first().cloned().flatten();
+    let s0 = t0.as_ref().and_then(|t| t.shape.clone());
+    let dt0 = t0.as_ref().map(|t| t.dtype);
+    let same = |shape: Option<Vec<Dim>>, dtype: Option<DType>| -> Option<Vec<Option<TensorType>>> {
+        Some(vec![Some(TensorType {
+            dtype: dtype?,
+            shape,
+        })])
+    };
+    let ints_of = |i: usize| vals.get(i).cloned().flatten().and_then(|t| t.as_i64_vec());
+    match op {
+        "Relu"
+        | "Sigmoid"
+        | "Sqrt"
+        | "Exp"
+        | "Log"
+        | "Neg"
+        | "Abs"
+        | "Erf"
+        | "Tanh"
+        | "Sin"
+        | "Cos"
+        | "Floor"
+        | "Ceil"
+        | "Reciprocal"
+        | "Identity"
+        | "Softmax"
+        | "LogSoftmax"
+        | "LeakyRelu"
+        | "Gelu"
+        | "HardSigmoid"
+        | "HardSwish"
+        | "Clip"
+        | "Round"
+        | "CumSum"
+        | "Elu"
+        | "Selu"
+        | "Softplus"
+        | "Sign"
+        | "InstanceNormalization" => same(s0, dt0),
+        "Dropout" | "LayerNormalization" | "BatchNormalization" => Some(vec![Some(TensorType {
+            dtype: dt0?,
+            shape: s0,
+        })]),
+        "Not" => same(s0, Some(DType::BOOL)),
+        "IsNaN" | "IsInf" => same(s0, Some(DType::BOOL)),
+        "Cast" => same(s0, Some(DType(attrs::int(at, "to")? as i32))),
+        "CastLike" => same(s0, tys.get(1).cloned().flatten().map(|t| t.dtype)),
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Mean" | "Mod"
+        | "PRelu" | "And" | "Or" | "Xor" | "Equal" | "Less" | "Greater" | "LessOrEqual"
+        | "GreaterOrEqual" | "Where" => {
+            let shapes: Vec<Vec<Dim>> = tys
+                .iter()
+                .map(|t| t.as_ref().and_then(|t| t.shape.clone()))
+                .collect::<Option<_>>()?;
+            let refs: Vec<&Vec<Dim>> = shapes.iter().collect();
+            let dtype = match op {
+                "And" | "Or" | "Xor" | "Equal" | "Less" | "Greater" | "LessOrEqual"
+                | "GreaterOrEqual" => DType::BOOL,
+                "Where" => tys.get(1).cloned().flatten()?.dtype,
+                _ => dt0?,
+            };
+            same(Some(broadcast(&refs)), Some(dtype))
+        }
+        "MatMul" => {
+            let a = s0?;
+            let b = tys.get(1).cloned().flatten()?.shape?;
+            if a.len() < 2 || b.len() < 2 {
+                return None;
+            }
+            let (ab, bb) = (a[..a.len() - 2].to_vec(), b[..b.len() - 2].to_vec());
+            let mut out = broadcast(&[&ab, &bb]);
+            out.push(a[a.len() - 2].clone());
+            out.push(b[b.len() - 1].clone());
+            same(Some(out), dt0)
+        }
+        "Gemm" => {
+            let a = s0?;
+            let b = tys.get(1).cloned().flatten()?.shape?;
+            if a.len() != 2 || b.len() != 2 {
+                return None;
+            }
+            let m = if attrs::int_or(at, "transA", 0) != 0 {
+                &a[1]
+            } else {
+                &a[0]
+            };
+            let n = if attrs::int_or(at, "transB", 0) != 0 {
+                &b[0]
+            } else {
+                &b[1]
+            };
+            same(Some(vec![m.clone(), n.clone()]), dt0)
+        }
+        "Conv" | "MaxPool" | "AveragePool" | "LpPool" => {
+            let x = s0?;
+            let w = tys.get(1).cloned().flatten().and_then(|t| t.shape);
+            let out = pool_like(op, at, &x, w.as_deref())?;
+            let mut v = vec![Some(TensorType {
+                dtype: dt0?,
+                shape: Some(out.clone()),
+            })];
+            if op == "MaxPool" {
+                v.push(Some(TensorType {
+                    dtype: DType::I64,
+                    shape: Some(out),
+                }));
+            }
+            Some(v)
+        }
+        "GlobalAveragePool" | "GlobalMaxPool" => {
+            let x = s0?;
+            let mut out = x[..2.min(x.len())].to_vec();
+            out.extend(std::iter::repeat_n(
+                Dim::Fixed(1),
+                x.len().saturating_sub(2),
+            ));
+            same(Some(out), dt0)
+        }
+        "Flatten" => {
+            let x = s0?;
+            let ax = axis(attrs::int_or(at, "axis", 1), x.len() + 1)?;
+            let prod = |d: &[Dim]| {
+                d.iter()
+                    .map(Dim::fixed)
+                    .try_fold(1i64, |a, v| v.map(|v| a * v))
+            };
+            let o = |p: Option<i64>| p.map_or(Dim::Unknown, Dim::Fixed);
+            same(Some(vec![o(prod(&x[..ax])), o(prod(&x[ax..]))]), dt0)
+        }
+        "Reshape" => {
+            let spec = ints_of(1)?;
+            let x = s0?;
+            let allowzero = attrs::int_or(at, "allowzero", 0) != 0;
+            if let Some(xs) = t0.as_ref().and_then(TensorType::static_shape) {
+                let xs: Vec<usize> = xs.iter().map(|&d| d as usize).collect();
+                let out = ops::reshape_target(&xs, &spec, allowzero).ok()?;
+                return same(
+                    fixed(&out.iter().map(|&d| d as i64).collect::<Vec<_>>()),
+                    dt0,
+                );
+            }
+            let out = spec
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| match d {
+                    0 if !allowzero => x.get(i).cloned().unwrap_or(Dim::Unknown),
+                    d if d > 0 => Dim::Fixed(d),
+                    _ => Dim::Unknown,
+                })
+                .collect();
+            same(Some(out), dt0)
+        }
+        "Transpose" => {
+            let x = s0?;
+            let perm: Vec<usize> = match attrs::ints(at, "perm") {
+                Some(p) => p.iter().map(|&a| axis(a, x.len())).collect::<Option<_>>()?,
+                None => (0..x.len()).rev().collect(),
+            };
+            if perm.len() != x.len() {
+                return None;
+            }
+            same(Some(perm.iter().map(|&p| x[p].clone()).collect()), dt0)
+        }
+        "Concat" => {
+            let shapes: Vec<Vec<Dim>> = tys
+                .iter()
+                .map(|t| t.as_ref().and_then(|t| t.shape.clone()))
+                .collect::<Option<_>>()?;
+            let r = shapes.first()?.len();
+            let ax = axis(attrs::int(at, "axis")?, r)?;
+            let mut out = shapes[0].clone();
+            out[ax] = shapes
+                .iter()
+                .map(|s| s.get(ax).and_then(Dim::fixed))
+                .try_fold(0i64, |a, v| v.map(|v| a + v))
+                .map_or(Dim::Unknown, Dim::Fixed);
+            same(Some(out), dt0)
+        }
+        "Split" => {
+            let x = s0?;
+            let ax = axis(attrs::int_or(at, "axis", 0), x.len())?;
+            let n_out = attrs::int(at, "num_outputs");
+            let split = if opset >= 13 {
+                ints_of(1)
+            } else {
+                attrs::ints(at, "split")
+            };
+            let parts: Vec<i64> = match (split, x[ax].fixed()) {
+                (Some(s), _) => s,
+                (None, Some(d)) => {
+                    let k = n_out?;
+                    let chunk = (d + k - 1) / k;
+                    (0..k).map(|i| chunk.min(d - i * chunk)).collect()
+                }
+                _ => return None,
+            };
+            Some(
+                parts
+                    .iter()
+                    .map(|&p| {
+                        let mut s = x.clone();
+                        s[ax] = Dim::Fixed(p);
+                        Some(TensorType {
+                            dtype: dt0.unwrap_or(DType::UNDEFINED),
+                            shape: Some(s),
+                        })
+                    })
+                    .collect(),
+            )
+        }
+        "Squeeze" => {
+            let x = s0?;
+            let axes = if opset >= 13 {
+                ints_of(1)
+            } else {
+                attrs::ints(at, "axes")
+            };
+            let drop: Vec<usize> = match axes {
+                Some(a) => a.iter().map(|&v| axis(v, x.len())).collect::<Option<_>>()?,
+                None => (0..x.len()).filter(|&i| x[i] == Dim::Fixed(1)).collect(),
+            };
+            same(
+                Some(
+                    (0..x.len())
+                        .filter(|i| !drop.contains(i))
+                        .map(|i| x[i].clone())
+                        .collect(),
+                ),
+                dt0,
+            )
+        }
+        "Unsqueeze" => {
+            let x = s0?;
+            let axes = if opset >= 13 {
+                ints_of(1)
+            } else {
+                attrs::ints(at, "axes")
+            }?;
+            let r = x.len() + axes.len();
+            let mut ax: Vec<usize> = axes.iter().map(|&v| axis(v, r)).collect::<Option<_>>()?;
+            ax.sort_unstable();
+            let mut out = x;
+            for a in ax {
+                if a > out.len() {
+                    return None;
+                }
+                out.insert(a, Dim::Fixed(1));
+            }
+            same(Some(out), dt0)
+        }
+        "Gather" => {
+            let x = s0?;
+            let idx = tys.get(1).cloned().flatten()?.shape?;
+            let ax = axis(attrs::int_or(at, "axis", 0), x.len())?;
+            let mut out = x[..ax].to_vec();
+            out.extend(idx);
+            out.extend_from_slice(&x[ax + 1..]);
+            same(Some(out), dt0)
+        }
+        "Shape" => {
+            let r = s0?.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r);
+            let s = clamp(attrs::int_or(at, "start", 0));
+            let e = clamp(attrs::int_or(at, "end", r));
+            same(fixed(&[(e - s).max(0)]), Some(DType::I64))
+        }
+        "Size" => same(Some(vec![]), Some(DType::I64)),
+        "ConstantOfShape" => {
+            let shape = ints_of(0)?;
+            let dt =
+                attrs::tensor(at, "value").map_or(DType::F32, |t| DType(t.data_type.unwrap_or(1)));
+            same(fixed(&shape), Some(dt))
+        }
+        "Expand" => {
+            let x = s0?;
+            let spec: Vec<Dim> = ints_of(1)?.iter().map(|&d| Dim::Fixed(d)).collect();
+            same(Some(broadcast(&[&x, &spec])), dt0)
+        }
+        "Tile" => {
+            let x = s0?;
+            let reps = ints_of(1)?;
+            if reps.len() != x.len() {
+                return None;
+            }
+            same(
+                Some(
+                    x.iter()
+                        .zip(&reps)
+                        .map(|(d, &r)| d.fixed().map_or(Dim::Unknown, |v| Dim::Fixed(v * r)))
+                        .collect(),
+                ),
+                dt0,
+            )
+        }
+        "Slice" => {
+            let x = s0?;
+            let (starts, ends, axes, steps) = if opset >= 10 {
+                (ints_of(1)?, ints_of(2)?, ints_of(3), ints_of(4))
+            } else {
+                (
+                    attrs::ints(at, "starts")?,
+                    attrs::ints(at, "ends")?,
+                    attrs::ints(at, "axes"),
+                    None,
+                )
+            };
+            let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+            let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+            let mut out = x.clone();
+            for k in 0..starts.len() {
+                let a = axis(*axes.get(k)?, x.len())?;
+                out[a] = match x[a].fixed() {
+                    Some(d) => {
+                        let probe =
+                            Tensor::I64(ndarray::ArrayD::zeros(ndarray::IxDyn(&[d as usize])));
+                        let r = ops::eval_op(
+                            "Slice",
+                            &[],
+                            &[
+                                Some(probe),
+                                Some(Tensor::vec_i64(vec![starts[k]])),
+                                Some(Tensor::vec_i64(vec![ends[k]])),
+                                None,
+                                Some(Tensor::vec_i64(vec![*steps.get(k)?])),
+                            ],
+                            13,
+                        )
+                        .ok()?;
+                        Dim::Fixed(r[0].len() as i64)
+                    }
+                    None => Dim::Unknown,
+                };
+            }
+            same(Some(out), dt0)
+        }
+        "Pad" => {
+            let x = s0?;
+            let pads = if opset >= 11 {
+                ints_of(1)?
+            } else {
+                attrs::ints(at, "pads")?
+            };
+            if vals.get(3).cloned().flatten().is_some() || pads.len() != 2 * x.len() {
+                return None;
+            }
+            let r = x.len();
+            same(
+                Some(
+                    (0..r)
+                        .map(|i| {
+                            x[i].fixed()
+                                .map_or(Dim::Unknown, |v| Dim::Fixed(v + pads[i] + pads[i + r]))
+                        })
+                        .collect(),
+                ),
+                dt0,
+            )
+        }
+        "Resize" | "Upsample" => {
+            let x = s0?;
+            let xs = t0.as_ref()?.static_shape()?;
+            if let Some(sz) = ints_of(3).filter(|v| v.len() == x.len()) {
+                return same(fixed(&sz), dt0);
+            }
+            let sc_idx = if op == "Upsample" || opset < 11 { 1 } else { 2 };
+            let sc = vals.get(sc_idx).cloned().flatten()?.as_f64_vec()?;
+            if sc.len() != xs.len() {
+                return None;
+            }
+            same(
+                fixed(
+                    &xs.iter()
+                        .zip(&sc)
+                        .map(|(&d, &s)| (d as f64 * s).floor() as i64)
+                        .collect::<Vec<_>>(),
+                ),
+                dt0,
+            )
+        }
+        "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceMean" | "ReduceProd" | "ReduceL2"
+        | "ArgMax" | "ArgMin" => {
+            let x = s0?;
+            let keep = attrs::int_or(at, "keepdims", 1) != 0;
+            let axes: Vec<usize> = if op.starts_with("Arg") {
+                vec![axis(attrs::int_or(at, "axis", 0), x.len())?]
+            } else {
+                let from_input = opset >= 18 || (op == "ReduceSum" && opset >= 13);
+                let a = if from_input {
+                    ints_of(1)
+                } else {
+                    attrs::ints(at, "axes")
+                };
+                match a {
+                    Some(a) if !a.is_empty() => {
+                        a.iter().map(|&v| axis(v, x.len())).collect::<Option<_>>()?
+                    }
+                    Some(_) | None => {
+                        if from_input && tys.get(1).cloned().flatten().is_some() {
+                            return None;
+                        }
+                        (0..x.len()).collect()
+                    }
+                }
+            };
+            let out = (0..x.len())
+                .filter_map(|i| match (axes.contains(&i), keep) {
+                    (true, true) => Some(Dim::Fixed(1)),
+                    (true, false) => None,
+                    _ => Some(x[i].clone()),
+                })
+                .collect();
+            let dt = if op.starts_with("Arg") {
+                DType::I64
+            } else {
+                dt0?
+            };
+            same(Some(out), Some(dt))
+        }
+        _ => None,
+    }
+}
+
+/// True if the node is an operator whose output type is fully static.
+pub fn is_static(g: &Graph, p: Port) -> bool {
+    matches!(
+        g.node(p.node).kind,
+        NodeKind::Op(_) | NodeKind::Input(_) | NodeKind::Const { .. }
+    ) && g.ty(p).and_then(TensorType::static_shape).is_some()
+}

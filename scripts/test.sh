@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command (README and .ci/run): installs what the tests need on a fresh
+# machine, then runs the whole suite. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup_python.sh
+# The onnxruntime cross-checks must run here, not be skipped.
+export DETRC_REQUIRE_ORT=1
+# The engine tests build real TensorRT-RTX engines (CPU only) and must run here, not be skipped.
+PYTHON=.venv/bin/python scripts/install_tensorrt_rtx.sh
+export DETRC_TENSORRT_DIR="$PWD/.trt" DETRC_REQUIRE_TENSORRT=1
+eval "$(scripts/install_build_deps.sh)"
+cargo test --locked "$@"

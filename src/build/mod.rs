@@ -1,0 +1,197 @@
+//! Building TensorRT engines from ONNX models: prepare the model (compile it if detrc has not,
+//! convert it to fp16 if asked), hand it to TensorRT-RTX, and describe the result in a JSON
+//! sidecar next to the engine.
+//!
+//! A model counts as compiled when its `metadata_props` has `detrc.compiled` (set by
+//! `detrc compile`, see [`crate::driver::mark_compiled`]). Checking the metadata, rather than
+//! running the default pipeline on every model, keeps the user's choices: a model compiled
+//! with `--passes` or `--skip` is built as it is, not re-optimized behind their back.
+
+pub mod engine;
+pub mod sidecar;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+pub use engine::{BuiltEngine, EngineError, EngineOptions, IoDesc, ShapeProfile};
+pub use sidecar::Sidecar;
+
+use crate::pass::{Event, Pipeline};
+use crate::passes::to_fp16::{self, ToFp16};
+
+/// Numeric precision of the network handed to TensorRT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// The model goes through the `to-fp16` pass first (TensorRT-RTX is strongly typed: there
+    /// is no fp16 builder flag).
+    Fp16,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
+            "fp16" | "f16" | "float16" | "half" => Ok(Precision::Fp16),
+            _ => Err(format!("unknown precision {s:?}; use fp32 or fp16")),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Model(#[from] crate::Error),
+    #[error("cannot convert the model to fp16: {0}")]
+    Fp16(String),
+    #[error(
+        "{} was converted to fp16 by detrc already; build it with --precision fp16, or build \
+         the fp32 model",
+        path.display()
+    )]
+    AlreadyFp16 { path: PathBuf },
+}
+
+/// Everything that decides what engine comes out, besides the model itself.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub engine: EngineOptions,
+    pub precision: Precision,
+    /// Op types or node names kept in fp32 on top of the `to-fp16` defaults.
+    pub fp16_keep: Vec<String>,
+    /// Folder with the TensorRT-RTX libraries (see [`engine`] for the search order).
+    pub tensorrt_dir: Option<PathBuf>,
+}
+
+/// The ONNX model that goes to TensorRT, and how it came to be.
+pub struct Prepared {
+    pub onnx: Vec<u8>,
+    /// sha256 of the model file as given.
+    pub source_sha256: String,
+    /// True if the model had been compiled by detrc before; false if it was compiled here.
+    pub was_compiled: bool,
+    /// One line per pass step that changed something (compile pipeline and fp16).
+    pub steps: Vec<String>,
+    pub seconds: f64,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Loads `model`, compiles it with the default pipeline unless detrc compiled it already, and
+/// applies `to-fp16` for fp16 builds. Returns the encoded ONNX.
+pub fn prepare(
+    model: &Path,
+    opts: &BuildOptions,
+    on: &mut dyn FnMut(Event),
+) -> Result<Prepared, BuildError> {
+    let t0 = Instant::now();
+    let source_sha256 = sha256_hex(&crate::load::map_file(model)?);
+    let proto = crate::load::load_proto(model)?;
+    let was_compiled = crate::driver::compiled_by(&proto).is_some();
+    let mut steps = Vec::new();
+    let mut g = if was_compiled {
+        crate::driver::load_graph(model)?.0
+    } else {
+        let pipeline = Pipeline::new(crate::passes::registry());
+        let c = crate::driver::compile(model, &pipeline, on)?;
+        // "not-applicable" is the normal answer of a pass in later rounds or on other models;
+        // the sidecar keeps only what changed the model or failed.
+        for r in c
+            .reports
+            .iter()
+            .filter(|r| r.status == "changed" || r.status == "rolled-back")
+        {
+            steps.push(format!("{}: {} {}", r.pass, r.status, r.details.join("; ")));
+        }
+        let mut m = c.model;
+        crate::driver::mark_compiled(&mut m);
+        crate::ir::from_onnx::import(m)?
+    };
+    let already_fp16 = to_fp16::is_fp16(&g);
+    match opts.precision {
+        Precision::Fp32 if already_fp16 => {
+            return Err(BuildError::AlreadyFp16 {
+                path: model.to_path_buf(),
+            })
+        }
+        Precision::Fp16 if !already_fp16 => {
+            let mut pass = ToFp16::default();
+            pass.keep.extend(opts.fp16_keep.iter().cloned());
+            let s = pass.convert(&mut g).map_err(BuildError::Fp16)?;
+            g.fix_output_names();
+            g.validate().map_err(BuildError::Fp16)?;
+            steps.push(format!(
+                "to-fp16: {} ops fp16, {} kept fp32, {} casts, constants {} -> {} bytes",
+                s.ops_fp16,
+                s.ops_fp32.values().sum::<usize>(),
+                s.casts_inserted,
+                s.const_bytes_before,
+                s.const_bytes_after
+            ));
+        }
+        _ => {}
+    }
+    let mut onnx = Vec::new();
+    crate::emit::write_model(&g.export(), &mut onnx).map_err(|source| crate::Error::Write {
+        path: PathBuf::from("<memory>"),
+        source,
+    })?;
+    Ok(Prepared {
+        onnx,
+        source_sha256,
+        was_compiled,
+        steps,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Where the sidecar of `engine` lives: `<engine file name>.json` beside it.
+pub fn sidecar_path(engine: &Path) -> PathBuf {
+    let mut name = engine.file_name().unwrap_or_default().to_os_string();
+    name.push(".json");
+    engine.with_file_name(name)
+}
+
+/// The whole `detrc build`: prepare, build, then write the engine and its sidecar. On any
+/// error nothing is written; if the sidecar cannot be written the engine is removed again,
+/// so an engine on disk always has its description.
+pub fn build(
+    model: &Path,
+    out: &Path,
+    opts: &BuildOptions,
+    on: &mut dyn FnMut(Event),
+) -> Result<Sidecar, BuildError> {
+    engine::validate_options(&opts.engine)?;
+    // Fail on missing libraries before spending minutes compiling a large model.
+    engine::tensorrt_version(opts.tensorrt_dir.as_deref())?;
+    let prepared = prepare(model, opts, on)?;
+    let t = Instant::now();
+    let built = engine::build_engine(opts.tensorrt_dir.as_deref(), &prepared.onnx, &opts.engine)?;
+    let engine_seconds = t.elapsed().as_secs_f64();
+    let sc = Sidecar::new(model, out, opts, &prepared, &built, engine_seconds);
+    let json = sc.to_json();
+    crate::emit::atomic::write_bytes(out, &built.bytes)?;
+    if let Err(e) = crate::emit::atomic::write_bytes(&sidecar_path(out), json.as_bytes()) {
+        let _ = std::fs::remove_file(out);
+        return Err(e.into());
+    }
+    Ok(sc)
+}

@@ -1,0 +1,163 @@
+//! The default pipeline and every single pass on the committed DETR exports: outputs equal
+//! to the original (tract, and onnxruntime when available), what must disappear does, and
+//! the IR before and after each pass is snapshotted.
+
+mod common;
+
+use common::*;
+use detrc::ir::DType;
+use detrc::pass::{Pipeline, Report};
+
+fn compile(path: &std::path::Path) -> (detrc::load::proto::ModelProto, Vec<Report>) {
+    let p = Pipeline::new(detrc::passes::registry());
+    let c = detrc::driver::compile(path, &p, &mut |_| {}).unwrap();
+    (c.model, c.reports)
+}
+
+#[test]
+fn full_pipeline_preserves_outputs_on_every_fixture() {
+    for f in fixtures() {
+        let (m, _) = compile(&f);
+        assert_same_outputs(&std::fs::read(&f).unwrap(), &encode(&m), 1e-4);
+    }
+}
+
+#[test]
+fn compiled_detr_has_no_gather_where_cumsum_or_boolean_tensor() {
+    for f in detr_fixtures() {
+        let (m, reports) = compile(&f);
+        let g = detrc::ir::from_onnx::import(m).unwrap();
+        for op in ["Gather", "Where", "CumSum", "Not", "Equal", "Pad", "Shape"] {
+            assert_eq!(op_count(&g, op), 0, "{}: {op} left", f.display());
+        }
+        // The batch round trip in front of the backbone is gone (onnxsim's fused q/k/v
+        // projection is a real Split and stays).
+        for n in g.graph_inputs() {
+            for (c, _) in g.consumers(detrc::ir::Port::new(n, 0)) {
+                assert!(!g.node(c).is("Split"), "{}: input Split left", f.display());
+            }
+        }
+        for n in g.g.node_weights() {
+            for v in &n.outputs {
+                assert!(
+                    v.ty.as_ref().is_none_or(|t| t.dtype != DType::BOOL),
+                    "{}: bool {}",
+                    f.display(),
+                    v.name
+                );
+            }
+        }
+        let pruned = reports
+            .iter()
+            .find(|r| r.pass == "prune-aux-heads" && r.status == "changed")
+            .unwrap_or_else(|| panic!("{}: heads not pruned", f.display()));
+        assert!(
+            pruned.details[0].starts_with("pruned "),
+            "{:?}",
+            pruned.details
+        );
+    }
+}
+
+#[test]
+fn the_stacked_decoder_norms_and_the_constant_first_norm_are_gone() {
+    // tiny: 2 encoder layers x 2 norms + 3 decoder layers x 3 norms + 1 final norm = 14,
+    // less the first decoder layer's norm1: its self-attention reads only the learned queries
+    // and a zero target, so it is a constant.
+    let (m, _) = compile(&fixture("detr_tiny_op17_b1.onnx"));
+    let g = detrc::ir::from_onnx::import(m).unwrap();
+    assert_eq!(op_count(&g, "LayerNormalization"), 13);
+    let before = detrc::driver::load_graph(&fixture("detr_tiny_op17_b1.onnx"))
+        .unwrap()
+        .0;
+    assert_eq!(op_count(&before, "LayerNormalization"), 16);
+}
+
+#[test]
+fn every_pass_alone_preserves_outputs() {
+    let files = [
+        "detr_tiny_op17_b1.onnx",
+        "detr_tiny_op12_b2.onnx",
+        "detr_tiny2_op17_b2.onnx",
+        "detr_tiny_op17_b1.onnxsim.onnx",
+        "cnn_tiny_op17_b1.onnx",
+    ];
+    for name in files {
+        let f = fixture(name);
+        let original = std::fs::read(&f).unwrap();
+        // to-fp16 changes numerics on purpose; tests/to_fp16.rs checks it with its own bounds.
+        for p in detrc::passes::all()
+            .into_iter()
+            .filter(|p| p.name() != "to-fp16")
+        {
+            let (mut g, _) = detrc::driver::load_graph(&f).unwrap();
+            apply(&mut g, &detrc::passes::infer_shapes::InferShapes);
+            apply(&mut g, p.as_ref());
+            let out = encode(&g.export());
+            assert_same_outputs(&original, &out, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn compiling_twice_gives_identical_bytes() {
+    for f in [
+        fixture("detr_tiny_op17_b2.onnx"),
+        fixture("detr_tiny2_op12_b1.onnx"),
+    ] {
+        let a = encode(&compile(&f).0);
+        let b = encode(&compile(&f).0);
+        assert_eq!(a, b, "{}", f.display());
+    }
+}
+
+#[test]
+fn snapshots_of_the_ir_before_and_after_each_pass() {
+    let f = fixture("detr_tiny_op17_b1.onnx");
+    let (mut g, _) = detrc::driver::load_graph(&f).unwrap();
+    let snap = |name: String, text: String| {
+        insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+            insta::assert_snapshot!(name, text);
+        });
+    };
+    snap("pipeline__detr_tiny_op17_b1__00_input".into(), g.dump());
+    // One round of the default order; each pass's effect is the diff between neighbours.
+    for (i, p) in detrc::passes::registry().iter().enumerate() {
+        let o = apply(&mut g, p.as_ref());
+        snap(
+            format!("pipeline__detr_tiny_op17_b1__{:02}_{}", i + 1, p.name()),
+            format!("# {o:?}\n{}", g.dump()),
+        );
+    }
+}
+
+#[test]
+fn onnxruntime_agrees_with_the_compiled_models() {
+    let Some(py) = python() else {
+        assert!(
+            std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
+            "DETRC_REQUIRE_ORT is set but .venv is missing"
+        );
+        eprintln!("SKIP: no .venv with onnxruntime (scripts/setup_python.sh makes it)");
+        return;
+    };
+    let dir = tmpdir();
+    for f in fixtures() {
+        let out = dir.path().join(f.file_name().unwrap());
+        detrc::emit::save(&compile(&f).0, &out, detrc::emit::ExternalData::Never).unwrap();
+        let o = std::process::Command::new(&py)
+            .arg(root().join("scripts/ort_compare.py"))
+            .arg(&f)
+            .arg(&out)
+            .args(["--atol", "1e-4", "--rtol", "1e-4"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}{}",
+            f.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
