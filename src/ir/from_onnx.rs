@@ -71,6 +71,9 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
             continue;
         }
         let ty = vi.r#type.as_ref().and_then(TensorType::from_proto);
+        if let Some(ty) = &ty {
+            check_input_type(&name, ty)?;
+        }
         let id = g.add_node(
             NodeKind::Input(vi),
             vec![Value {
@@ -183,6 +186,37 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
     Ok(g)
 }
 
+/// Largest element count a tensor may declare: 2^40 (4 TiB of f32) is far beyond any real
+/// model, and keeping sizes below it leaves every later size computation far from overflow.
+const MAX_ELEMENTS: u64 = 1 << 40;
+
+/// Rejects graph inputs that declare negative or absurd dimensions. Shape inference starts from
+/// these, so a dimension of 2^62 would otherwise travel into every size computation downstream.
+fn check_input_type(name: &str, ty: &TensorType) -> Result<()> {
+    let Some(shape) = &ty.shape else {
+        return Ok(());
+    };
+    let fixed: Vec<i64> = shape.iter().filter_map(super::Dim::fixed).collect();
+    if let Some(d) = fixed.iter().find(|&&d| d < 0) {
+        return Err(Error::Invalid(format!(
+            "graph input '{name}' has a negative dimension {d} (use a named dim_param for a dynamic one)"
+        )));
+    }
+    if element_count(&fixed).is_none() {
+        return Err(Error::Invalid(format!(
+            "graph input '{name}' has absurd dimensions {ty}"
+        )));
+    }
+    Ok(())
+}
+
+/// Number of elements of non-negative `dims`, if below `MAX_ELEMENTS`.
+fn element_count(dims: &[i64]) -> Option<u64> {
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&c| c < MAX_ELEMENTS)
+}
+
 /// Rejects initializers whose stored bytes disagree with their declared shape: absurd or
 /// negative dimensions and truncated data show up here instead of deep inside a pass.
 pub fn check_tensor(name: &str, t: &TensorProto) -> Result<()> {
@@ -191,17 +225,12 @@ pub fn check_tensor(name: &str, t: &TensorProto) -> Result<()> {
             "initializer '{name}' has a negative dimension {d}"
         )));
     }
-    let count = t
-        .dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-        .filter(|&c| c < (1u64 << 40))
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "initializer '{name}' has absurd dimensions {:?}",
-                t.dims
-            ))
-        })?;
+    let count = element_count(&t.dims).ok_or_else(|| {
+        Error::Invalid(format!(
+            "initializer '{name}' has absurd dimensions {:?}",
+            t.dims
+        ))
+    })?;
     let dtype = DType(t.data_type.unwrap_or(0));
     if dtype == DType::UNDEFINED {
         return Err(Error::Invalid(format!(
