@@ -72,7 +72,7 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
         }
         let ty = vi.r#type.as_ref().and_then(TensorType::from_proto);
         if let Some(ty) = &ty {
-            check_input_type(&name, ty)?;
+            check_declared("graph input", &name, ty)?;
         }
         let id = g.add_node(
             NodeKind::Input(vi),
@@ -155,6 +155,7 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
             ))
         })?;
         if let Some(ty) = vi.r#type.as_ref().and_then(TensorType::from_proto) {
+            check_declared("graph output", &name, &ty)?;
             let v = g.value_mut(src);
             if v.ty.is_none() {
                 v.ty = Some(ty);
@@ -168,6 +169,9 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
     }
     for vi in value_info {
         let name = vi.name.clone().unwrap_or_default();
+        if let Some(ty) = vi.r#type.as_ref().and_then(TensorType::from_proto) {
+            check_declared("value_info", &name, &ty)?;
+        }
         match producer.get(&name) {
             // A second entry for the same tensor (some tools write duplicates) is kept as is.
             Some(&p)
@@ -186,35 +190,18 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
     Ok(g)
 }
 
-/// Largest element count a tensor may declare: 2^40 (4 TiB of f32) is far beyond any real
-/// model, and keeping sizes below it leaves every later size computation far from overflow.
-const MAX_ELEMENTS: u64 = 1 << 40;
-
-/// Rejects graph inputs that declare negative or absurd dimensions. Shape inference starts from
-/// these, so a dimension of 2^62 would otherwise travel into every size computation downstream.
-fn check_input_type(name: &str, ty: &TensorType) -> Result<()> {
-    let Some(shape) = &ty.shape else {
-        return Ok(());
-    };
-    let fixed: Vec<i64> = shape.iter().filter_map(super::Dim::fixed).collect();
-    if let Some(d) = fixed.iter().find(|&&d| d < 0) {
-        return Err(Error::Invalid(format!(
-            "graph input '{name}' has a negative dimension {d} (use a named dim_param for a dynamic one)"
-        )));
-    }
-    if element_count(&fixed).is_none() {
-        return Err(Error::Invalid(format!(
-            "graph input '{name}' has absurd dimensions {ty}"
-        )));
-    }
-    Ok(())
-}
-
-/// Number of elements of non-negative `dims`, if below `MAX_ELEMENTS`.
-fn element_count(dims: &[i64]) -> Option<u64> {
-    dims.iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-        .filter(|&c| c < MAX_ELEMENTS)
+/// Rejects a declared type (graph input, graph output, value_info) with negative or absurd
+/// dimensions. Passes compute with these shapes, so a dimension of 2^62 or -2^63 would otherwise
+/// travel into every size computation downstream (see `types::MAX_ELEMENTS`).
+fn check_declared(what: &str, name: &str, ty: &TensorType) -> Result<()> {
+    ty.check_dims().map_err(|why| {
+        let hint = if why.starts_with("a negative") {
+            " (use a named dim_param for a dynamic one)"
+        } else {
+            ""
+        };
+        Error::Invalid(format!("{what} '{name}' has {why}{hint}"))
+    })
 }
 
 /// Rejects initializers whose stored bytes disagree with their declared shape: absurd or
@@ -225,7 +212,7 @@ pub fn check_tensor(name: &str, t: &TensorProto) -> Result<()> {
             "initializer '{name}' has a negative dimension {d}"
         )));
     }
-    let count = element_count(&t.dims).ok_or_else(|| {
+    let count = super::types::element_count(&t.dims).ok_or_else(|| {
         Error::Invalid(format!(
             "initializer '{name}' has absurd dimensions {:?}",
             t.dims
