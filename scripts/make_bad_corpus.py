@@ -192,6 +192,114 @@ def build(out):
     )
     files["external_past_end.onnx"] = m.SerializeToString()
 
+    # --- hostile values the pass pipeline must survive --------------------------------------
+    # Each of these made an earlier detrc panic or try to allocate gigabytes; detrc now leaves
+    # the odd node alone (no type, no folding) and compiles the model, or refuses it.
+
+    # A strides list shorter than the kernel rank: shape inference indexed past its end.
+    m = base_model()
+    conv = m.graph.node[0]
+    del conv.attribute[[a.name for a in conv.attribute].index("strides")]
+    conv.attribute.append(helper.make_attribute("strides", [2]))
+    files["conv_short_strides.onnx"] = m.SerializeToString()
+
+    # A dilation of 2^63 - 2: the effective kernel size overflowed.
+    m = base_model()
+    conv = m.graph.node[4]
+    del conv.attribute[[a.name for a in conv.attribute].index("dilations")]
+    conv.attribute.append(helper.make_attribute("dilations", [(1 << 63) - 2, 1]))
+    files["conv_huge_dilation.onnx"] = m.SerializeToString()
+
+    # i64::MAX + 1 in a foldable Add: integer arithmetic overflowed in the constant folder.
+    i64max = helper.make_tensor("big", TensorProto.INT64, [1], [(1 << 63) - 1])
+    one = helper.make_tensor("one", TensorProto.INT64, [1], [1])
+    files["int_overflow_fold.onnx"] = tiny_graph_model(
+        [
+            helper.make_node("Add", ["big", "one"], ["s"]),
+            helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["x", "sf"], ["y"]),
+        ],
+        [f32_input("x", [1])],
+        [f32_input("y", [1])],
+        [i64max, one],
+    ).SerializeToString()
+
+    # Range from -2^63 + 1 to 2^63 - 1: its length overflowed.
+    lo = helper.make_tensor("lo", TensorProto.INT64, [], [-(1 << 63) + 1])
+    hi = helper.make_tensor("hi", TensorProto.INT64, [], [(1 << 63) - 1])
+    step = helper.make_tensor("step", TensorProto.INT64, [], [1 << 62])
+    files["range_overflow.onnx"] = tiny_graph_model(
+        [
+            helper.make_node("Range", ["lo", "hi", "step"], ["r"]),
+            helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceSum", ["rf"], ["t"], keepdims=1),
+            helper.make_node("Add", ["x", "t"], ["y"]),
+        ],
+        [f32_input("x", [1])],
+        [f32_input("y", [1])],
+        [lo, hi, step],
+    ).SerializeToString()
+
+    # A Concat with no inputs (here: a Constant whose op type was changed): the folder read
+    # its first input.
+    files["concat_no_inputs.onnx"] = tiny_graph_model(
+        [
+            helper.make_node("Concat", [], ["c"], axis=0),
+            helper.make_node("Add", ["x", "c"], ["y"]),
+        ],
+        [f32_input("x", [1])],
+        [f32_input("y", [1])],
+    ).SerializeToString()
+
+    # Nearest Resize of an empty axis to a non-empty one: the index clamp got an empty range.
+    empty = helper.make_tensor("empty", TensorProto.FLOAT, [1, 0], [])
+    sizes = helper.make_tensor("sizes", TensorProto.INT64, [2], [1, 4])
+    files["resize_empty_axis.onnx"] = tiny_graph_model(
+        [
+            helper.make_node("Resize", ["empty", "", "", "sizes"], ["r"], mode="nearest"),
+            helper.make_node("Add", ["x", "r"], ["y"]),
+        ],
+        [f32_input("x", [1, 4])],
+        [f32_input("y", [1, 4])],
+        [empty, sizes],
+    ).SerializeToString()
+
+    # Slicing 10 columns of a declared [1, 2^39] input: shape inference built a probe tensor of
+    # the input's size (4 TiB).
+    files["slice_huge_input.onnx"] = tiny_graph_model(
+        [
+            helper.make_node("Slice", ["x", "st", "en", "ax"], ["y"]),
+        ],
+        [f32_input("x", [1, 1 << 39])],
+        [f32_input("y", [1, 10])],
+        [
+            helper.make_tensor("st", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("en", TensorProto.INT64, [1], [10]),
+            helper.make_tensor("ax", TensorProto.INT64, [1], [1]),
+        ],
+    ).SerializeToString()
+
+    # A Conv weight of 2^34 x 0 x 1 x 1 (empty, so the file is tiny) followed by a
+    # BatchNormalization: fold-batchnorm sized its buffers by the 2^34 channels (64 GiB).
+    bn = [helper.make_tensor(n, TensorProto.FLOAT, [1], [v]) for n, v in
+          [("g", 1.0), ("b", 0.0), ("mu", 0.0), ("var", 1.0)]]
+    files["empty_conv_weight.onnx"] = tiny_graph_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1]),
+            helper.make_node("BatchNormalization", ["c", "g", "b", "mu", "var"], ["y"]),
+        ],
+        [f32_input("x", [1, 0, 1, 1])],
+        [f32_input("y", [1, 1 << 34, 1, 1])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [1 << 34, 0, 1, 1], [])] + bn,
+    ).SerializeToString()
+
+    # A declared intermediate shape of 2^62: every size computed from it overflowed.
+    m = base_model()
+    m.graph.value_info.append(
+        helper.make_tensor_value_info(m.graph.node[7].output[0], TensorProto.FLOAT,
+                                      [1, 16, 1 << 62, 1]))
+    files["absurd_value_info.onnx"] = m.SerializeToString()
+
     os.makedirs(out, exist_ok=True)
     for name, data in sorted(files.items()):
         assert len(data) < 100_000, name
