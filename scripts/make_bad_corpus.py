@@ -293,6 +293,22 @@ def build(out):
         [helper.make_tensor("w", TensorProto.FLOAT, [1 << 34, 0, 1, 1], [])] + bn,
     ).SerializeToString()
 
+    # A Constant holding an empty tensor of [2^40, 2^20, 0]: folded into an initializer, it
+    # made an output that detrc itself refuses to load (absurd dimensions).
+    files["constant_empty_absurd.onnx"] = tiny_graph_model(
+        [
+            helper.make_node(
+                "Constant", [], ["c"],
+                value=helper.make_tensor("v", TensorProto.FLOAT, [1 << 40, 1 << 20, 0], [])),
+            helper.make_node("Shape", ["c"], ["s"]),
+            helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceSum", ["sf"], ["t"], keepdims=1),
+            helper.make_node("Add", ["x", "t"], ["y"]),
+        ],
+        [f32_input("x", [1])],
+        [f32_input("y", [1])],
+    ).SerializeToString()
+
     # A declared intermediate shape of 2^62: every size computed from it overflowed.
     m = base_model()
     m.graph.value_info.append(

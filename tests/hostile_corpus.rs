@@ -39,6 +39,7 @@ const EXPECTED: &[(&str, i32, &str)] = &[
     ("bitflip_seed3.onnx", 1, "not a valid ONNX protobuf"),
     ("bitflip_seed4.onnx", 1, "not a valid ONNX protobuf"),
     ("concat_no_inputs.onnx", 0, "compiled"),
+    ("constant_empty_absurd.onnx", 0, "compiled"),
     ("conv_huge_dilation.onnx", 0, "compiled"),
     ("conv_short_strides.onnx", 0, "compiled"),
     ("cycle.onnx", 1, "the graph has a cycle through"),
