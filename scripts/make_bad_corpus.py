@@ -12,6 +12,7 @@ Usage: .venv/bin/python scripts/make_bad_corpus.py [--out tests/corpus/bad]
 
 import argparse
 import copy
+import math
 import os
 import random
 
@@ -307,6 +308,34 @@ def build(out):
         ],
         [f32_input("x", [1])],
         [f32_input("y", [1])],
+    ).SerializeToString()
+
+    # Gather on a scalar: "axis 0" of a rank-0 tensor indexed past the end of its shape.
+    files["gather_scalar.onnx"] = tiny_graph_model(
+        [
+            helper.make_node("Gather", ["x", "i"], ["g"], axis=0),
+            helper.make_node("Add", ["g", "x"], ["y"]),
+        ],
+        [f32_input("x", [])],
+        [f32_input("y", None)],
+        [helper.make_tensor("i", TensorProto.INT64, [], [0])],
+    ).SerializeToString()
+
+    # Two linear layers reading a scalar: fuse-matmul took the last dimension of a rank-0 shape.
+    def w(name, dims, v):
+        return helper.make_tensor(name, TensorProto.FLOAT, dims, [v] * math.prod(dims))
+    files["matmul_scalar_fusion.onnx"] = tiny_graph_model(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+            helper.make_node("Add", ["m1", "b1"], ["a1"]),
+            helper.make_node("MatMul", ["x", "w2"], ["m2"]),
+            helper.make_node("Add", ["m2", "b2"], ["a2"]),
+            helper.make_node("Relu", ["a1"], ["y1"]),
+            helper.make_node("Relu", ["a2"], ["y2"]),
+        ],
+        [f32_input("x", [])],
+        [f32_input("y1", None), f32_input("y2", None)],
+        [w("w1", [2, 3], 0.5), w("w2", [2, 3], 0.25), w("b1", [3], 0.1), w("b2", [3], 0.2)],
     ).SerializeToString()
 
     # A declared intermediate shape of 2^62: every size computed from it overflowed.

@@ -431,10 +431,12 @@ fn mutate_field(r: &mut Rng, m: &mut ModelProto) -> String {
             let Some(shape) = tt.shape.as_mut() else {
                 return "nothing (no shape)".into();
             };
-            match r.next_u64() % 3 {
+            match r.next_u64() % 4 {
                 0 if !shape.dim.is_empty() => {
                     shape.dim.pop();
                 }
+                // A scalar where a tensor was: every "axis 0" becomes invalid.
+                1 => shape.dim.clear(),
                 _ if !shape.dim.is_empty() => {
                     let k = below(r, shape.dim.len());
                     shape.dim[k].value = Some(dimension::Value::DimValue(pick(r, &EXTREME_INTS)));

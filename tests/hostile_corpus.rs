@@ -75,6 +75,7 @@ const EXPECTED: &[(&str, i32, &str)] = &[
         1,
         "offset 32 + length 640 is past the end of 'external_past_end.onnx.data' (64 bytes)",
     ),
+    ("gather_scalar.onnx", 0, "compiled"),
     ("if_subgraph.onnx", 1, "has a subgraph (control flow)"),
     ("int_overflow_fold.onnx", 0, "compiled"),
     (
@@ -92,6 +93,7 @@ const EXPECTED: &[(&str, i32, &str)] = &[
         1,
         "graph input 'images' has a negative dimension -3",
     ),
+    ("matmul_scalar_fusion.onnx", 0, "compiled"),
     ("no_graph.onnx", 1, "has no graph"),
     ("no_op_type.onnx", 1, "has no op_type"),
     ("no_opset.onnx", 1, "has no opset_import"),
