@@ -138,7 +138,15 @@ fn try_fold_chain(g: &mut Graph, conv: NodeId) -> usize {
     if wt.data_type != Some(crate::ir::DType::F32.0) || wt.dims.len() < 2 {
         return 0;
     }
-    let c = wt.dims[0] as usize;
+    // Buffers below are sized by the channel count; an empty weight (a dimension of 0, which
+    // the loader allows next to any other dimension) has nothing to fold, and for a non-empty
+    // one the channel count is bounded by the weight's actual bytes.
+    let Ok(c) = usize::try_from(wt.dims[0]) else {
+        return 0;
+    };
+    if c == 0 || wt.dims.contains(&0) {
+        return 0;
+    }
     let rank = wt.dims.len();
     let Some(out_ty) = g.ty(out).cloned() else {
         return 0;

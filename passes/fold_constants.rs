@@ -228,6 +228,17 @@ pub fn fold_where(
         if outputs.len() < node_outs.iter().filter(|v| !v.name.is_empty()).count() {
             continue;
         }
+        // An empty tensor may still carry absurd dimensions (a Constant of [2^40, 2^20, 0]);
+        // as an initializer its shape would break the bound every recorded shape keeps.
+        let absurd = outputs.iter().any(|t| {
+            let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+            TensorType::new(t.dtype(), &dims).check_dims().is_err()
+        });
+        if absurd {
+            res.refused
+                .push((g.node(n).display_name(), "result shape is too large".into()));
+            continue;
+        }
         // Keep declared types honest: a result whose type contradicts the recorded one means
         // the evaluator and the model disagree, and the node is left alone.
         let contradicts = node_outs.iter().zip(&outputs).any(|(v, t)| {

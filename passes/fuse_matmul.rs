@@ -154,7 +154,9 @@ fn linear(g: &Graph, n: NodeId) -> Option<(Port, Linear)> {
         return None;
     }
     let x = g.input(n, 0)?;
-    if g.const_tensor(x).is_some() || g.ty(x)?.static_shape().is_none() {
+    // The fused output's type is x's with the last dimension widened, so x needs one (a
+    // scalar x is a malformed MatMul).
+    if g.const_tensor(x).is_some() || g.ty(x)?.static_shape().is_none_or(|s| s.is_empty()) {
         return None;
     }
     let out = Port::new(n, 0);

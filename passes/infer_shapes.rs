@@ -52,6 +52,11 @@ pub fn infer_node(g: &mut Graph, n: crate::ir::NodeId) -> usize {
     let mut updated = 0;
     for (slot, ty) in out.into_iter().enumerate().take(nouts) {
         let Some(ty) = ty else { continue };
+        // A rule fed by a corrupt constant (a Reshape to [-5], a ConstantOfShape of 2^62) must
+        // not record a shape no tensor can have: the IR keeps every shape within MAX_ELEMENTS.
+        if ty.check_dims().is_err() {
+            continue;
+        }
         let v = g.value_mut(Port::new(n, slot));
         if v.name.is_empty() {
             continue;
@@ -68,8 +73,8 @@ pub fn infer_node(g: &mut Graph, n: crate::ir::NodeId) -> usize {
 pub fn small_const(g: &Graph, p: Option<Port>) -> Option<Tensor> {
     let p = p?;
     let t = g.const_tensor(p)?;
-    let n: i64 = t.dims.iter().product();
-    if n > 4096 {
+    let n = t.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d))?;
+    if !(0..=4096).contains(&n) {
         return None;
     }
     Tensor::from_proto(t).ok()
@@ -122,17 +127,24 @@ fn broadcast(shapes: &[&Vec<Dim>]) -> Vec<Dim> {
         .collect()
 }
 
+/// Output size of a convolution or pooling window along one axis. `None` for parameters no
+/// valid model has (non-positive kernel, stride or dilation) and for sizes that overflow, which
+/// only a corrupt or hostile attribute produces.
 fn conv_out(input: i64, k: i64, stride: i64, dil: i64, pad_sum: i64, ceil: bool) -> Option<i64> {
-    let eff = dil * (k - 1) + 1;
-    let num = input + pad_sum - eff;
-    if num < 0 || stride <= 0 {
+    if k <= 0 || stride <= 0 || dil <= 0 {
         return None;
     }
-    Some(if ceil {
-        (num + stride - 1) / stride + 1
+    let eff = dil.checked_mul(k - 1)?.checked_add(1)?;
+    let num = input.checked_add(pad_sum)?.checked_sub(eff)?;
+    if num < 0 {
+        return None;
+    }
+    let steps = if ceil {
+        num / stride + i64::from(num % stride != 0)
     } else {
-        num / stride + 1
-    })
+        num / stride
+    };
+    steps.checked_add(1)
 }
 
 fn pool_like(
@@ -144,19 +156,24 @@ fn pool_like(
     let spatial = x.len().checked_sub(2)?;
     let kernel: Vec<i64> = match attrs::ints(at, "kernel_shape") {
         Some(k) => k,
-        None => w?[2..].iter().map(Dim::fixed).collect::<Option<_>>()?,
+        None => w?.get(2..)?.iter().map(Dim::fixed).collect::<Option<_>>()?,
     };
-    if kernel.len() != spatial {
-        return None;
-    }
     let strides = attrs::ints(at, "strides").unwrap_or_else(|| vec![1; spatial]);
     let dil = attrs::ints(at, "dilations").unwrap_or_else(|| vec![1; spatial]);
     let pads = attrs::ints(at, "pads").unwrap_or_else(|| vec![0; 2 * spatial]);
+    // Attribute lists of the wrong length are a malformed node: no type rather than a guess.
+    if kernel.len() != spatial
+        || strides.len() != spatial
+        || dil.len() != spatial
+        || pads.len() != 2 * spatial
+    {
+        return None;
+    }
     let auto = attrs::string(at, "auto_pad").unwrap_or_else(|| "NOTSET".into());
     let ceil = attrs::int_or(at, "ceil_mode", 0) != 0;
     let mut out = vec![x[0].clone()];
     out.push(if op == "Conv" || op == "ConvTranspose" {
-        w?[0].clone()
+        w?.first()?.clone()
     } else {
         x[1].clone()
     });
@@ -164,14 +181,17 @@ fn pool_like(
         let d = match x[i + 2] {
             Dim::Fixed(v) => {
                 let o = match auto.as_str() {
-                    "SAME_UPPER" | "SAME_LOWER" => (v + strides[i] - 1) / strides[i],
+                    "SAME_UPPER" | "SAME_LOWER" if strides[i] > 0 && v >= 0 => {
+                        v / strides[i] + i64::from(v % strides[i] != 0)
+                    }
+                    "SAME_UPPER" | "SAME_LOWER" => return None,
                     "VALID" => conv_out(v, kernel[i], strides[i], dil[i], 0, false)?,
                     _ => conv_out(
                         v,
                         kernel[i],
                         strides[i],
                         dil[i],
-                        pads[i] + pads[i + spatial],
+                        pads[i].checked_add(pads[i + spatial])?,
                         ceil,
                     )?,
                 };
@@ -339,7 +359,7 @@ pub fn infer(
             let prod = |d: &[Dim]| {
                 d.iter()
                     .map(Dim::fixed)
-                    .try_fold(1i64, |a, v| v.map(|v| a * v))
+                    .try_fold(1i64, |a, v| v.and_then(|v| a.checked_mul(v)))
             };
             let o = |p: Option<i64>| p.map_or(Dim::Unknown, Dim::Fixed);
             same(Some(vec![o(prod(&x[..ax])), o(prod(&x[ax..]))]), dt0)
@@ -349,7 +369,10 @@ pub fn infer(
             let x = s0?;
             let allowzero = attrs::int_or(at, "allowzero", 0) != 0;
             if let Some(xs) = t0.as_ref().and_then(TensorType::static_shape) {
-                let xs: Vec<usize> = xs.iter().map(|&d| d as usize).collect();
+                let xs: Vec<usize> = xs
+                    .iter()
+                    .map(|&d| usize::try_from(d).ok())
+                    .collect::<Option<_>>()?;
                 let out = ops::reshape_target(&xs, &spec, allowzero).ok()?;
                 return same(
                     fixed(&out.iter().map(|&d| d as i64).collect::<Vec<_>>()),
@@ -389,7 +412,7 @@ pub fn infer(
             out[ax] = shapes
                 .iter()
                 .map(|s| s.get(ax).and_then(Dim::fixed))
-                .try_fold(0i64, |a, v| v.map(|v| a + v))
+                .try_fold(0i64, |a, v| v.and_then(|v| a.checked_add(v)))
                 .map_or(Dim::Unknown, Dim::Fixed);
             same(Some(out), dt0)
         }
@@ -405,9 +428,15 @@ pub fn infer(
             let parts: Vec<i64> = match (split, x[ax].fixed()) {
                 (Some(s), _) => s,
                 (None, Some(d)) => {
-                    let k = n_out?;
-                    let chunk = (d + k - 1) / k;
-                    (0..k).map(|i| chunk.min(d - i * chunk)).collect()
+                    // An output count the node cannot have (or a corrupt size): no guess.
+                    let k = n_out.filter(|&k| k > 0 && k <= 1 << 16)?;
+                    if d < 0 {
+                        return None;
+                    }
+                    let chunk = d / k + i64::from(d % k != 0);
+                    (0..k)
+                        .map(|i| chunk.min(d.saturating_sub(i.saturating_mul(chunk))))
+                        .collect()
                 }
                 _ => return None,
             };
@@ -503,7 +532,11 @@ pub fn infer(
                 Some(
                     x.iter()
                         .zip(&reps)
-                        .map(|(d, &r)| d.fixed().map_or(Dim::Unknown, |v| Dim::Fixed(v * r)))
+                        .map(|(d, &r)| {
+                            d.fixed()
+                                .and_then(|v| v.checked_mul(r))
+                                .map_or(Dim::Unknown, Dim::Fixed)
+                        })
                         .collect(),
                 ),
                 dt0,
@@ -523,28 +556,18 @@ pub fn infer(
             };
             let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
             let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+            if ends.len() != starts.len()
+                || axes.len() != starts.len()
+                || steps.len() != starts.len()
+            {
+                return None;
+            }
             let mut out = x.clone();
             for k in 0..starts.len() {
-                let a = axis(*axes.get(k)?, x.len())?;
+                let a = axis(axes[k], x.len())?;
                 out[a] = match x[a].fixed() {
-                    Some(d) => {
-                        let probe =
-                            Tensor::I64(ndarray::ArrayD::zeros(ndarray::IxDyn(&[d as usize])));
-                        let r = ops::eval_op(
-                            "Slice",
-                            &[],
-                            &[
-                                Some(probe),
-                                Some(Tensor::vec_i64(vec![starts[k]])),
-                                Some(Tensor::vec_i64(vec![ends[k]])),
-                                None,
-                                Some(Tensor::vec_i64(vec![*steps.get(k)?])),
-                            ],
-                            13,
-                        )
-                        .ok()?;
-                        Dim::Fixed(r[0].len() as i64)
-                    }
+                    // The evaluator's own slicing rule, computed without a tensor of size d.
+                    Some(d) => Dim::Fixed(ops::slice_len(starts[k], ends[k], steps[k], d).ok()?),
                     None => Dim::Unknown,
                 };
             }
@@ -566,7 +589,8 @@ pub fn infer(
                     (0..r)
                         .map(|i| {
                             x[i].fixed()
-                                .map_or(Dim::Unknown, |v| Dim::Fixed(v + pads[i] + pads[i + r]))
+                                .and_then(|v| v.checked_add(pads[i])?.checked_add(pads[i + r]))
+                                .map_or(Dim::Unknown, Dim::Fixed)
                         })
                         .collect(),
                 ),

@@ -2,24 +2,27 @@
 
 use std::path::PathBuf;
 
+// The I/O and decode variants print their cause in their own message and so do not also report
+// it as `source()` (the field is named `cause`, not `source`, for that reason): the CLI prints
+// the whole chain with `{:#}`, which would otherwise show every cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot write {}", path.display())]
+    #[error("cannot write {}: {cause}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} is empty (0 bytes): not an ONNX model", path.display())]
     Empty { path: PathBuf },
-    #[error("{} is not a valid ONNX protobuf (truncated or corrupt?)", path.display())]
+    #[error("{} is not a valid ONNX protobuf (truncated or corrupt?): {cause}", path.display())]
     Decode {
         path: PathBuf,
-        source: prost::DecodeError,
+        cause: prost::DecodeError,
     },
     #[error("external data of tensor '{tensor}': {reason}")]
     ExternalData { tensor: String, reason: String },

@@ -63,9 +63,12 @@ pub fn make_float(name: &str, v: f32) -> AttributeProto {
     }
 }
 
-/// Normalizes a possibly negative axis against `rank`.
+/// Normalizes a possibly negative axis against `rank`; `None` if it is not in `-rank..rank`.
+/// A scalar has no axis at all: callers index shapes with the result, and axis 0 of a rank-0
+/// tensor (a Gather, Concat, Slice... of a scalar, which no valid model has) indexed past the
+/// end of an empty shape.
 pub fn axis(a: i64, rank: usize) -> Option<usize> {
-    let r = rank as i64;
-    let v = if a < 0 { a + r } else { a };
-    (0..r.max(1)).contains(&v).then_some(v as usize)
+    let r = i64::try_from(rank).ok()?;
+    let v = if a < 0 { a.checked_add(r)? } else { a };
+    (0..r).contains(&v).then_some(v as usize)
 }

@@ -36,9 +36,11 @@ fn unsupported<T>(what: impl Into<String>) -> R<T> {
 const MAX_ELEMENTS: usize = 1 << 26;
 
 fn check_size(shape: &[usize]) -> R<()> {
+    // Zero dimensions count as one: an empty [0, 2^60] tensor costs nothing itself, but code
+    // that walks one of its axes (Resize's index maps) would allocate 2^60 entries.
     let n = shape
         .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .try_fold(1usize, |a, &d| a.checked_mul(d.max(1)))
         .unwrap_or(usize::MAX);
     if n > MAX_ELEMENTS {
         return inv(format!(
@@ -111,6 +113,40 @@ macro_rules! cmp_binary {
         })
     };
 }
+
+/// Elementwise arithmetic for every element type. Integers wrap around (two's complement), as
+/// ONNX runtimes compute them, instead of panicking on overflow: a constant such as
+/// `i64::MAX + 1` is the model's business, not a reason to crash the compiler.
+trait Arith: Copy {
+    fn add_(self, o: Self) -> Self;
+    fn sub_(self, o: Self) -> Self;
+    fn mul_(self, o: Self) -> Self;
+    /// Integer division by zero is rejected before this is called.
+    fn div_(self, o: Self) -> Self;
+}
+
+macro_rules! arith_float {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            fn add_(self, o: Self) -> Self { self + o }
+            fn sub_(self, o: Self) -> Self { self - o }
+            fn mul_(self, o: Self) -> Self { self * o }
+            fn div_(self, o: Self) -> Self { self / o }
+        }
+    )*};
+}
+macro_rules! arith_int {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            fn add_(self, o: Self) -> Self { self.wrapping_add(o) }
+            fn sub_(self, o: Self) -> Self { self.wrapping_sub(o) }
+            fn mul_(self, o: Self) -> Self { self.wrapping_mul(o) }
+            fn div_(self, o: Self) -> Self { self.wrapping_div(o) }
+        }
+    )*};
+}
+arith_float!(f32, f64, f16);
+arith_int!(i64, i32, i8, u8);
 
 fn float_unary(t: &Tensor, name: &str, f: impl Fn(f64) -> f64) -> R<Tensor> {
     Ok(match t {
@@ -201,15 +237,15 @@ pub fn eval_op(
             }
             unsupported("Constant with this attribute")
         }
-        "Add" => one(num_binary!(x()?, y()?, op, |a, b| a + b)),
-        "Sub" => one(num_binary!(x()?, y()?, op, |a, b| a - b)),
-        "Mul" => one(num_binary!(x()?, y()?, op, |a, b| a * b)),
+        "Add" => one(num_binary!(x()?, y()?, op, |a, b| a.add_(b))),
+        "Sub" => one(num_binary!(x()?, y()?, op, |a, b| a.sub_(b))),
+        "Mul" => one(num_binary!(x()?, y()?, op, |a, b| a.mul_(b))),
         "Div" => {
             let (a, b) = (x()?, y()?);
             if !b.dtype().is_float() && b.as_i64_vec().is_some_and(|v| v.contains(&0)) {
                 return inv("integer division by zero");
             }
-            one(num_binary!(a, b, op, |p, q| p / q))
+            one(num_binary!(a, b, op, |p, q| p.div_(q)))
         }
         "Min" | "Max" | "Sum" | "Mean" => {
             let mut acc = x()?.clone();
@@ -218,7 +254,7 @@ pub fn eval_op(
                 acc = match op {
                     "Min" => num_binary!(&acc, b, op, |p, q| if q < p { q } else { p }),
                     "Max" => num_binary!(&acc, b, op, |p, q| if q > p { q } else { p }),
-                    _ => num_binary!(&acc, b, op, |p, q| p + q),
+                    _ => num_binary!(&acc, b, op, |p, q| p.add_(q)),
                 };
             }
             if op == "Mean" {
@@ -378,7 +414,10 @@ pub fn eval_op(
             let ts: Vec<&Tensor> = (0..inputs.len())
                 .map(|i| input(inputs, i, op))
                 .collect::<R<_>>()?;
-            let r = ts[0].shape().len();
+            let Some(first) = ts.first() else {
+                return inv("Concat without inputs");
+            };
+            let r = first.shape().len();
             let ax = axis(
                 attrs::int(at, "axis").ok_or(EvalError::Invalid("Concat axis".into()))?,
                 r,
@@ -468,7 +507,12 @@ pub fn eval_op(
             if reps.len() != s.len() {
                 return inv("Tile repeats length differs from rank");
             }
-            let out: Vec<usize> = s.iter().zip(&reps).map(|(a, b)| a * b).collect();
+            let out: Vec<usize> = s
+                .iter()
+                .zip(&reps)
+                .map(|(a, b)| a.checked_mul(*b))
+                .collect::<Option<_>>()
+                .ok_or(EvalError::Invalid("Tile result too large".into()))?;
             check_size(&out)?;
             one(
                 map_any!(data, a => ArrayD::from_shape_fn(IxDyn(&out), |ix| {
@@ -537,9 +581,12 @@ pub fn eval_op(
                     if d == 0 {
                         return inv("Range delta is 0");
                     }
+                    // In i128: `l - s` and `s + i * d` overflow i64 for extreme bounds. Every
+                    // value produced lies between s and l, so it fits an i64 again.
+                    let (s, l, d) = (s as i128, l as i128, d as i128);
                     let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
                     check_size(&[n])?;
-                    let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
+                    let v: Vec<i64> = (0..n as i128).map(|i| (s + i * d) as i64).collect();
                     let t = Tensor::vec_i64(v);
                     one(if matches!(x()?, Tensor::I32(_)) {
                         cast(&t, DType::I32)?
@@ -588,9 +635,9 @@ pub fn eval_op(
                             let v = lane[i];
                             if exclusive {
                                 lane[i] = acc;
-                                acc += v;
+                                acc = acc.add_(v);
                             } else {
-                                acc += v;
+                                acc = acc.add_(v);
                                 lane[i] = acc;
                             }
                         }
@@ -651,8 +698,12 @@ pub fn eval_op(
             }
             let s = data.shape();
             let out: Vec<usize> = (0..r)
-                .map(|d| s[d] + before[d] as usize + after[d] as usize)
-                .collect();
+                .map(|d| {
+                    s[d].checked_add(usize::try_from(before[d]).ok()?)?
+                        .checked_add(usize::try_from(after[d]).ok()?)
+                })
+                .collect::<Option<_>>()
+                .ok_or(EvalError::Invalid("Pad result too large".into()))?;
             check_size(&out)?;
             let fill = match value {
                 Some(v) => cast(&v, data.dtype())?,
@@ -866,8 +917,26 @@ fn onnx_slice(start: i64, end: i64, step: i64, dim: i64) -> R<Slice> {
     }
 }
 
+/// Length of `onnx_slice(start, end, step, dim)` along an axis of size `dim`: what shape
+/// inference needs, without materializing a tensor of that size.
+pub fn slice_len(start: i64, end: i64, step: i64, dim: i64) -> R<i64> {
+    if dim < 0 {
+        return inv(format!("Slice of a negative dimension {dim}"));
+    }
+    let s = onnx_slice(start, end, step, dim)?;
+    let span = (s.end.unwrap_or(dim as isize) - s.start).max(0) as u64;
+    Ok(span.div_ceil(step.unsigned_abs()) as i64)
+}
+
 pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<usize>> {
-    let total: usize = input.iter().product();
+    // Shape inference calls this with declared shapes, which a corrupt model can make as large
+    // as it likes: every product is checked.
+    let too_large = || EvalError::Invalid(format!("Reshape of {input:?} to {spec:?} overflows"));
+    let total = input
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&t| i64::try_from(t).is_ok())
+        .ok_or_else(too_large)?;
     let mut out: Vec<i64> = Vec::with_capacity(spec.len());
     let mut infer = None;
     for (i, &d) in spec.iter().enumerate() {
@@ -888,7 +957,10 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<u
             d => out.push(d),
         }
     }
-    let known: i64 = out.iter().product();
+    let known = out
+        .iter()
+        .try_fold(1i64, |a, &d| a.checked_mul(d))
+        .ok_or_else(too_large)?;
     if let Some(i) = infer {
         if known == 0 || total as i64 % known != 0 {
             return inv(format!("cannot reshape {input:?} to {spec:?}"));
@@ -896,7 +968,7 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> R<Vec<u
         out[i] = total as i64 / known;
     }
     let out = to_usize_shape(&out)?;
-    if out.iter().product::<usize>() != total {
+    if out.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(total) {
         return inv(format!("cannot reshape {input:?} to {spec:?}"));
     }
     Ok(out)
@@ -917,7 +989,10 @@ fn concat(ts: &[&Tensor], ax: usize) -> R<Tensor> {
             )
         }};
     }
-    Ok(match ts[0] {
+    let Some(first) = ts.first() else {
+        return inv("Concat without inputs");
+    };
+    Ok(match first {
         Tensor::F32(_) => cat!(F32),
         Tensor::F64(_) => cat!(F64),
         Tensor::F16(_) => cat!(F16),
@@ -1048,6 +1123,10 @@ fn resize_nearest(
         _ => return inv(format!("{op} needs scales or sizes of rank {r}")),
     };
     check_size(&out)?;
+    // Nothing to sample from: every output element would read outside an empty axis.
+    if (0..r).any(|d| s[d] == 0 && out[d] > 0) {
+        return inv(format!("{op} of an empty axis to a non-empty one"));
+    }
     let ctm = attrs::string(at, "coordinate_transformation_mode").unwrap_or_else(|| {
         if op == "Upsample" || opset < 11 {
             "asymmetric".into()

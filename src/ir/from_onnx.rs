@@ -71,6 +71,9 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
             continue;
         }
         let ty = vi.r#type.as_ref().and_then(TensorType::from_proto);
+        if let Some(ty) = &ty {
+            check_declared("graph input", &name, ty)?;
+        }
         let id = g.add_node(
             NodeKind::Input(vi),
             vec![Value {
@@ -152,6 +155,7 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
             ))
         })?;
         if let Some(ty) = vi.r#type.as_ref().and_then(TensorType::from_proto) {
+            check_declared("graph output", &name, &ty)?;
             let v = g.value_mut(src);
             if v.ty.is_none() {
                 v.ty = Some(ty);
@@ -165,6 +169,9 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
     }
     for vi in value_info {
         let name = vi.name.clone().unwrap_or_default();
+        if let Some(ty) = vi.r#type.as_ref().and_then(TensorType::from_proto) {
+            check_declared("value_info", &name, &ty)?;
+        }
         match producer.get(&name) {
             // A second entry for the same tensor (some tools write duplicates) is kept as is.
             Some(&p)
@@ -183,6 +190,20 @@ pub fn import(mut model: ModelProto) -> Result<Graph> {
     Ok(g)
 }
 
+/// Rejects a declared type (graph input, graph output, value_info) with negative or absurd
+/// dimensions. Passes compute with these shapes, so a dimension of 2^62 or -2^63 would otherwise
+/// travel into every size computation downstream (see `types::MAX_ELEMENTS`).
+fn check_declared(what: &str, name: &str, ty: &TensorType) -> Result<()> {
+    ty.check_dims().map_err(|why| {
+        let hint = if why.starts_with("a negative") {
+            " (use a named dim_param for a dynamic one)"
+        } else {
+            ""
+        };
+        Error::Invalid(format!("{what} '{name}' has {why}{hint}"))
+    })
+}
+
 /// Rejects initializers whose stored bytes disagree with their declared shape: absurd or
 /// negative dimensions and truncated data show up here instead of deep inside a pass.
 pub fn check_tensor(name: &str, t: &TensorProto) -> Result<()> {
@@ -191,17 +212,12 @@ pub fn check_tensor(name: &str, t: &TensorProto) -> Result<()> {
             "initializer '{name}' has a negative dimension {d}"
         )));
     }
-    let count = t
-        .dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-        .filter(|&c| c < (1u64 << 40))
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "initializer '{name}' has absurd dimensions {:?}",
-                t.dims
-            ))
-        })?;
+    let count = super::types::element_count(&t.dims).ok_or_else(|| {
+        Error::Invalid(format!(
+            "initializer '{name}' has absurd dimensions {:?}",
+            t.dims
+        ))
+    })?;
     let dtype = DType(t.data_type.unwrap_or(0));
     if dtype == DType::UNDEFINED {
         return Err(Error::Invalid(format!(

@@ -39,7 +39,30 @@ pub struct TensorType {
     pub shape: Option<Vec<Dim>>,
 }
 
+/// Largest element count a tensor may have: 2^40 (4 TiB of f32) is far beyond any real model.
+/// Every shape recorded in the IR stays below it (declared shapes are checked when loading,
+/// inferred ones before they are recorded), so any product or sum of the dimensions of one
+/// shape, and of a handful of such shapes, is far from overflowing an `i64`.
+pub const MAX_ELEMENTS: u64 = 1 << 40;
+
 impl TensorType {
+    /// `Err` says why if a known dimension is negative, or the known dimensions multiply to
+    /// `MAX_ELEMENTS` or more (see `element_count`). Unknown and symbolic dimensions are not
+    /// counted.
+    pub fn check_dims(&self) -> Result<(), String> {
+        let Some(shape) = &self.shape else {
+            return Ok(());
+        };
+        let fixed: Vec<i64> = shape.iter().filter_map(Dim::fixed).collect();
+        if let Some(d) = fixed.iter().find(|&&d| d < 0) {
+            return Err(format!("a negative dimension {d}"));
+        }
+        if element_count(&fixed).is_none() {
+            return Err(format!("absurd dimensions {self}"));
+        }
+        Ok(())
+    }
+
     pub fn new(dtype: DType, dims: &[i64]) -> Self {
         TensorType {
             dtype,
@@ -96,6 +119,21 @@ impl TensorType {
             denotation: None,
         }
     }
+}
+
+/// Number of elements of `dims`, if every dimension is non-negative and the shape stays below
+/// `MAX_ELEMENTS` with zero dimensions counted as one: an empty tensor of [0, 2^62] holds no
+/// data, but a pass that sizes something by one of its dimensions would still blow up.
+pub fn element_count(dims: &[i64]) -> Option<u64> {
+    let mut span = 1u64;
+    let mut count = 1u64;
+    for &d in dims {
+        let d = u64::try_from(d).ok()?;
+        span = span.checked_mul(d.max(1)).filter(|&s| s < MAX_ELEMENTS)?;
+        // count <= span, so this cannot overflow.
+        count *= d;
+    }
+    Some(count)
 }
 
 impl std::fmt::Display for TensorType {

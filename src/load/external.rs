@@ -109,8 +109,12 @@ pub fn resolve(model: &mut ModelProto, dir: &Path) -> Result<bool> {
         let end = end
             .filter(|&e| e <= data.len() && start <= e)
             .ok_or_else(|| {
+                let span = match length {
+                    Some(l) => format!("offset {offset} + length {l}"),
+                    None => format!("offset {offset}"),
+                };
                 err(format!(
-                    "offset {offset} + length {length:?} is past the end of '{}' ({} bytes)",
+                    "{span} is past the end of '{}' ({} bytes)",
                     rel.display(),
                     data.len()
                 ))

@@ -24,9 +24,9 @@ pub struct Loaded {
 /// Maps a file read-only. The map outlives this call inside the returned `Bytes`, and every
 /// tensor decoded from it points into the map instead of owning a copy.
 pub fn map_file(path: &Path) -> Result<Bytes> {
-    let read_err = |source| Error::Read {
+    let read_err = |cause| Error::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let file = File::open(path).map_err(read_err)?;
     let len = file.metadata().map_err(read_err)?.len();
@@ -52,9 +52,9 @@ pub fn decode(path: &Path, bytes: Bytes) -> Result<ModelProto> {
             path: path.to_path_buf(),
         });
     }
-    let model = ModelProto::decode(bytes).map_err(|source| Error::Decode {
+    let model = ModelProto::decode(bytes).map_err(|cause| Error::Decode {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     // Protobuf accepts many byte strings as a valid message (e.g. a text file that happens to
     // parse as a few unknown fields). A model without a graph or opset is not ONNX.

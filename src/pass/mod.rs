@@ -109,9 +109,9 @@ impl Pipeline {
             reason,
         })?;
         if let Some(dir) = &self.dump_dir {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+            std::fs::create_dir_all(dir).map_err(|cause| Error::Write {
                 path: dir.clone(),
-                source,
+                cause,
             })?;
             self.dump(dir, 0, "input", g)?;
         }
