@@ -150,9 +150,9 @@ pub fn prepare(
         _ => {}
     }
     let mut onnx = Vec::new();
-    crate::emit::write_model(&g.export(), &mut onnx).map_err(|source| crate::Error::Write {
+    crate::emit::write_model(&g.export(), &mut onnx).map_err(|cause| crate::Error::Write {
         path: PathBuf::from("<memory>"),
-        source,
+        cause,
     })?;
     Ok(Prepared {
         onnx,
