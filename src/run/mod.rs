@@ -136,7 +136,10 @@ pub fn run(
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::emit::atomic::write_bytes(path, bytes).map_err(|e| match e {
-        crate::Error::Write { path, source } => RunError::Write { path, source },
+        crate::Error::Write { path, cause } => RunError::Write {
+            path,
+            source: cause,
+        },
         other => RunError::Model(other),
     })
 }
