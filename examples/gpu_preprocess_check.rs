@@ -207,14 +207,5 @@ fn run_gpu(
     pre.run(images, h, w, t, &mut dst)?;
     let bytes = stream.clone_dtoh(&dst)?;
     stream.synchronize()?;
-    Ok(match t {
-        OutType::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        OutType::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-    })
+    Ok(t.to_f32(&bytes))
 }

@@ -15,15 +15,22 @@ fn detrc(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn compile_fails(input: &Path, want: &str) {
-    let dir = tmpdir();
-    let out = dir.path().join("out.onnx");
-    let o = detrc(&[
+/// `detrc compile INPUT -o OUT EXTRA...`
+fn compile(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
         "compile",
         input.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    detrc(&args)
+}
+
+fn compile_fails(input: &Path, want: &str) {
+    let dir = tmpdir();
+    let out = dir.path().join("out.onnx");
+    let o = compile(input, &out, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{}: {err}", input.display());
     assert!(!err.contains("panicked"), "{err}");
@@ -63,7 +70,7 @@ fn truncated_model() {
         let p = write(d.path(), "t.onnx", &full[..cut]);
         let dir = tmpdir();
         let out = dir.path().join("o.onnx");
-        let o = detrc(&["compile", p.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        let o = compile(&p, &out, &[]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "cut {cut}: {err}");
         assert!(!err.contains("panicked"));
@@ -132,15 +139,9 @@ fn unknown_ops_are_kept_not_fatal() {
     let p = write(d.path(), "u.onnx", &encode(&g.export()));
     let out = d.path().join("o.onnx");
     // The reference runtime cannot run it, so --verify fails cleanly; plain compile keeps it.
-    let o = detrc(&["compile", p.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = compile(&p, &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = detrc(&[
-        "compile",
-        p.to_str().unwrap(),
-        "-o",
-        d.path().join("v.onnx").to_str().unwrap(),
-        "--verify",
-    ]);
+    let o = compile(&p, &d.path().join("v.onnx"), &["--verify"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(!d.path().join("v.onnx").exists());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
@@ -150,14 +151,11 @@ fn unknown_ops_are_kept_not_fatal() {
 fn unknown_pass_name_lists_valid_ones_with_usage_exit_code() {
     let f = fixture("cnn_tiny_op17_b1.onnx");
     let d = tmpdir();
-    let o = detrc(&[
-        "compile",
-        f.to_str().unwrap(),
-        "-o",
-        d.path().join("o.onnx").to_str().unwrap(),
-        "--passes",
-        "fold-constants,frobnicate",
-    ]);
+    let o = compile(
+        &f,
+        &d.path().join("o.onnx"),
+        &["--passes", "fold-constants,frobnicate"],
+    );
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -171,18 +169,12 @@ fn strict_refuses_a_model_that_is_not_detr() {
     let f = fixture("cnn_tiny_op17_b1.onnx");
     let d = tmpdir();
     let out = d.path().join("o.onnx");
-    let o = detrc(&[
-        "compile",
-        f.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--strict",
-    ]);
+    let o = compile(&f, &out, &["--strict"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not applicable"));
     assert!(!out.exists());
     // Without --strict the same model compiles.
-    let o = detrc(&["compile", f.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = compile(&f, &out, &[]);
     assert!(o.status.success());
 }
 
@@ -200,17 +192,7 @@ fn verification_failure_exits_3_and_writes_nothing() {
     let f = fixture("detr_tiny_op17_b1.onnx");
     let d = tmpdir();
     let out = d.path().join("o.onnx");
-    let o = detrc(&[
-        "compile",
-        f.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--verify",
-        "--atol",
-        "0",
-        "--rtol",
-        "0",
-    ]);
+    let o = compile(&f, &out, &["--verify", "--atol", "0", "--rtol", "0"]);
     assert_eq!(
         o.status.code(),
         Some(3),
@@ -219,13 +201,7 @@ fn verification_failure_exits_3_and_writes_nothing() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("outputs differ"));
     assert_eq!(file_names(d.path()), Vec::<String>::new());
-    let o = detrc(&[
-        "compile",
-        f.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--verify",
-    ]);
+    let o = compile(&f, &out, &["--verify"]);
     assert!(o.status.success());
     assert!(out.exists());
 }
@@ -235,14 +211,7 @@ fn depfile_lists_the_model() {
     let f = fixture("cnn_tiny_op17_b1.onnx");
     let d = tmpdir();
     let (out, dep) = (d.path().join("o.onnx"), d.path().join("o.d"));
-    let o = detrc(&[
-        "compile",
-        f.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--depfile",
-        dep.to_str().unwrap(),
-    ]);
+    let o = compile(&f, &out, &["--depfile", dep.to_str().unwrap()]);
     assert!(o.status.success());
     let text = std::fs::read_to_string(dep).unwrap();
     assert_eq!(text, format!("{}: {}\n", out.display(), f.display()));

@@ -195,6 +195,20 @@ impl OutType {
             OutType::F16 => 2,
         }
     }
+
+    /// Little-endian device bytes of this type, widened to f32.
+    pub fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            OutType::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            OutType::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        }
+    }
 }
 
 /// The compiled kernel plus a growable device staging buffer for the decoded images.

@@ -63,19 +63,22 @@ fn image_error(path: &Path, e: impl std::fmt::Display) -> RunError {
     }
 }
 
+/// Opens an image and guesses its format from the content, not the file name.
+fn open(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+    let read_error = |source| RunError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    image::ImageReader::open(path)
+        .map_err(read_error)?
+        .with_guessed_format()
+        .map_err(read_error)
+}
+
 /// Reads only the header: catches missing, unreadable and non-image files before any output is
 /// written. Returns (width, height).
 pub fn probe(path: &Path) -> Result<(u32, u32)> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|source| RunError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| RunError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let reader = open(path)?;
     if reader.format().is_none() {
         return Err(image_error(path, "not a JPEG or PNG file"));
     }
@@ -88,16 +91,7 @@ pub fn probe(path: &Path) -> Result<(u32, u32)> {
 
 /// Decodes to 8-bit RGB (grey is expanded, alpha dropped, 16-bit scaled down).
 pub fn load(path: &Path) -> Result<RgbImage> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|source| RunError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| RunError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let reader = open(path)?;
     let img = reader.decode().map_err(|e| image_error(path, e))?;
     let rgb = img.into_rgb8();
     if rgb.width() == 0 || rgb.height() == 0 {

@@ -329,22 +329,9 @@ impl TensorRtBackend {
             let bytes = h
                 .as_slice()
                 .map_err(cerr("cannot read the pinned outputs"))?;
-            outs.push((o.name.clone(), o.dims.clone(), to_f32(bytes, o.dtype)));
+            outs.push((o.name.clone(), o.dims.clone(), o.dtype.to_f32(bytes)));
         }
         assemble(outs, self.shape.batch)
-    }
-}
-
-fn to_f32(bytes: &[u8], t: OutType) -> Vec<f32> {
-    match t {
-        OutType::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        OutType::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
     }
 }
 

@@ -66,29 +66,29 @@ pub fn vi(name: &str, dtype: DType, dims: Option<&[i64]>) -> ValueInfoProto {
 }
 
 pub fn f32_tensor(name: &str, dims: &[i64], vals: &[f32]) -> TensorProto {
-    TensorProto {
-        dims: dims.to_vec(),
-        data_type: Some(DType::F32.0),
-        name: Some(name.into()),
-        raw_data: Some(Bytes::from(
-            vals.iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )),
-        ..Default::default()
-    }
+    le_tensor(
+        name,
+        dims,
+        DType::F32,
+        vals.iter().flat_map(|v| v.to_le_bytes()),
+    )
 }
 
 pub fn i64_tensor(name: &str, dims: &[i64], vals: &[i64]) -> TensorProto {
+    le_tensor(
+        name,
+        dims,
+        DType::I64,
+        vals.iter().flat_map(|v| v.to_le_bytes()),
+    )
+}
+
+fn le_tensor(name: &str, dims: &[i64], dt: DType, bytes: impl Iterator<Item = u8>) -> TensorProto {
     TensorProto {
         dims: dims.to_vec(),
-        data_type: Some(DType::I64.0),
+        data_type: Some(dt.0),
         name: Some(name.into()),
-        raw_data: Some(Bytes::from(
-            vals.iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )),
+        raw_data: Some(Bytes::from(bytes.collect::<Vec<u8>>())),
         ..Default::default()
     }
 }
