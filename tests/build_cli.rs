@@ -12,9 +12,6 @@ use std::process::{Command, Output};
 use detrc::build::Sidecar;
 use detrc::load::proto::{NodeProto, StringStringEntryProto};
 
-const TENSORRT_LIB: &str = "libtensorrt_rtx.so.1.7.1";
-const ONNXPARSER_LIB: &str = "libtensorrt_onnxparser_rtx.so.1.7.1";
-
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
@@ -24,24 +21,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn trt_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("DETRC_TENSORRT_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo(".trt"));
-    if dir.join(TENSORRT_LIB).is_file() && dir.join(ONNXPARSER_LIB).is_file() {
-        return Some(dir);
-    }
-    if std::env::var_os("DETRC_REQUIRE_TENSORRT").is_some_and(|v| !v.is_empty()) {
-        panic!(
-            "DETRC_REQUIRE_TENSORRT is set but the TensorRT-RTX libraries are not in {}",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIP: TensorRT-RTX libraries not in {} (run scripts/install_tensorrt_rtx.sh)",
-        dir.display()
-    );
-    None
+    detrc::build::engine::test_libraries()
 }
 
 fn detrc(trt: Option<&Path>) -> Command {

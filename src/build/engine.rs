@@ -212,6 +212,34 @@ fn resolve(lib_dir: Option<&Path>) -> Result<LibSource, EngineError> {
     Ok(LibSource::System)
 }
 
+/// Test support shared by the unit and integration suites: the folder holding the
+/// TensorRT-RTX libraries ($DETRC_TENSORRT_DIR, else the repo's .trt), or `None` after a SKIP
+/// line when they are not there. With `DETRC_REQUIRE_TENSORRT` set (as `scripts/test.sh` does),
+/// missing libraries panic instead, so CI cannot pass by skipping the engine tests.
+#[doc(hidden)]
+#[cfg(not(feature = "enterprise"))]
+pub fn test_libraries() -> Option<PathBuf> {
+    let dir = std::env::var_os(ENV_TENSORRT_DIR)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".trt"));
+    if dir.join(TENSORRT_LIB).is_file() && dir.join(ONNXPARSER_LIB).is_file() {
+        return Some(dir);
+    }
+    if std::env::var_os("DETRC_REQUIRE_TENSORRT").is_some_and(|v| !v.is_empty()) {
+        panic!(
+            "DETRC_REQUIRE_TENSORRT is set but the TensorRT-RTX libraries are not in {}; \
+             run scripts/install_tensorrt_rtx.sh",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "SKIP: TensorRT-RTX libraries not in {} (run scripts/install_tensorrt_rtx.sh)",
+        dir.display()
+    );
+    None
+}
+
 fn lib_path(source: &LibSource, file: &str) -> PathBuf {
     match source {
         LibSource::Dir(d) => d.join(file),

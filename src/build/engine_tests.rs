@@ -13,25 +13,7 @@ fn repo(rel: &str) -> PathBuf {
 }
 
 pub(crate) fn trt_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os(ENV_TENSORRT_DIR)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo(".trt"));
-    if dir.join(TENSORRT_LIB).is_file() && dir.join(ONNXPARSER_LIB).is_file() {
-        return Some(dir);
-    }
-    if std::env::var_os("DETRC_REQUIRE_TENSORRT").is_some_and(|v| !v.is_empty()) {
-        panic!(
-            "DETRC_REQUIRE_TENSORRT is set but the TensorRT-RTX libraries are not in {}; \
-             run scripts/install_tensorrt_rtx.sh",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIP: TensorRT-RTX libraries not in {} (run scripts/install_tensorrt_rtx.sh)",
-        dir.display()
-    );
-    None
+    super::test_libraries()
 }
 
 fn fixture(name: &str) -> Vec<u8> {
