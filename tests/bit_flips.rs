@@ -165,51 +165,105 @@ fn run_case<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     r.map_err(|_| msg.unwrap_or_else(|| "panicked".into()))
 }
 
+/// Counts of one test's cases, per fixture and in all; a failure is a panic, or a compiled
+/// output that does not load again (what detrc writes is never a corrupt model).
+struct Tally {
+    what: &'static str,
+    compiled: usize,
+    rejected: usize,
+    failures: Vec<String>,
+    t0: std::time::Instant,
+    fixture: (&'static str, usize, usize, std::time::Instant),
+}
+
+impl Tally {
+    fn new(what: &'static str) -> Self {
+        let now = std::time::Instant::now();
+        Tally {
+            what,
+            compiled: 0,
+            rejected: 0,
+            failures: Vec::new(),
+            t0: now,
+            fixture: ("", 0, 0, now),
+        }
+    }
+
+    fn start(&mut self, fixture: &'static str) {
+        self.fixture = (
+            fixture,
+            self.compiled,
+            self.rejected,
+            std::time::Instant::now(),
+        );
+    }
+
+    fn record(
+        &mut self,
+        r: Result<Result<Vec<u8>, String>, String>,
+        case: impl FnOnce() -> String,
+    ) {
+        match r {
+            Ok(Ok(out)) => {
+                self.compiled += 1;
+                let again = detrc::load::decode(Path::new("out.onnx"), Bytes::from(out))
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| detrc::ir::from_onnx::import(m).map_err(|e| e.to_string()))
+                    .and_then(|g| g.validate());
+                if let Err(e) = again {
+                    self.failures.push(format!(
+                        "{}: compiled, but the output does not load: {e}",
+                        case()
+                    ));
+                }
+            }
+            Ok(Err(_)) => self.rejected += 1,
+            Err(p) => self.failures.push(format!("{}: panicked: {p}", case())),
+        }
+    }
+
+    fn finish_fixture(&self) {
+        let (name, c0, r0, t1) = self.fixture;
+        eprintln!(
+            "{name}: {} compiled, {} rejected, {:.1}s",
+            self.compiled - c0,
+            self.rejected - r0,
+            t1.elapsed().as_secs_f64()
+        );
+    }
+
+    fn assert_no_failures(&self) {
+        eprintln!(
+            "{} {}: {} compiled, {} rejected, {} failures, {:.1}s",
+            self.compiled + self.rejected + self.failures.len(),
+            self.what,
+            self.compiled,
+            self.rejected,
+            self.failures.len(),
+            self.t0.elapsed().as_secs_f64()
+        );
+        assert!(self.failures.is_empty(), "\n{}", self.failures.join("\n"));
+    }
+}
+
 #[test]
 fn corrupted_fixtures_are_rejected_or_compiled_never_a_panic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut panics = Vec::new();
-    let (mut compiled, mut rejected) = (0usize, 0usize);
-    let t0 = std::time::Instant::now();
+    let mut tally = Tally::new("byte cases");
     for (fixture, cases) in PLAN {
-        let (c0, r0, t1) = (compiled, rejected, std::time::Instant::now());
+        tally.start(fixture);
         let good = std::fs::read(root.join("fixtures").join(fixture)).expect("fixture");
         let hot = node_section_len(&good).min(good.len());
         for seed in 0..*cases * scale() {
             let mut bytes = good.clone();
             let edits = mutate(&mut bytes, hot, seed);
-            match run_case(|| compile(bytes)) {
-                Ok(Ok(out)) => {
-                    compiled += 1;
-                    // What we write must load again: a compiled model is never a corrupt one.
-                    let again = detrc::load::decode(Path::new("out.onnx"), Bytes::from(out))
-                        .map_err(|e| e.to_string())
-                        .and_then(|m| detrc::ir::from_onnx::import(m).map_err(|e| e.to_string()))
-                        .and_then(|g| g.validate());
-                    if let Err(e) = again {
-                        panics.push(format!(
-                            "{fixture} seed {seed} {edits:?}: compiled, but the output does not load: {e}"
-                        ));
-                    }
-                }
-                Ok(Err(_)) => rejected += 1,
-                Err(p) => panics.push(format!("{fixture} seed {seed} {edits:?}: panicked: {p}")),
-            }
+            tally.record(run_case(|| compile(bytes)), || {
+                format!("{fixture} seed {seed} {edits:?}")
+            });
         }
-        eprintln!(
-            "{fixture}: {} compiled, {} rejected, {:.1}s",
-            compiled - c0,
-            rejected - r0,
-            t1.elapsed().as_secs_f64()
-        );
+        tally.finish_fixture();
     }
-    eprintln!(
-        "{} cases: {compiled} compiled, {rejected} rejected, {} failures, {:.1}s",
-        compiled + rejected + panics.len(),
-        panics.len(),
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(panics.is_empty(), "\n{}", panics.join("\n"));
+    tally.assert_no_failures();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,11 +590,9 @@ const FIELD_PLAN: &[(&str, u64)] = &[
 #[test]
 fn hostile_field_values_are_rejected_or_compiled_never_a_panic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut failures = Vec::new();
-    let (mut compiled, mut rejected) = (0usize, 0usize);
-    let t0 = std::time::Instant::now();
+    let mut tally = Tally::new("field cases");
     for (fixture, cases) in FIELD_PLAN {
-        let (c0, r0, t1) = (compiled, rejected, std::time::Instant::now());
+        tally.start(fixture);
         let path = root.join("fixtures").join(fixture);
         let good = detrc::load::load_proto(&path).expect("fixture loads");
         for seed in 0..*cases * scale() {
@@ -549,27 +601,14 @@ fn hostile_field_values_are_rejected_or_compiled_never_a_panic() {
             let edits: Vec<String> = (0..1 + below(&mut r, 3))
                 .map(|_| mutate_field(&mut r, &mut m))
                 .collect();
-            match run_case(|| compile_model(m)) {
-                Ok(Ok(_)) => compiled += 1,
-                Ok(Err(_)) => rejected += 1,
-                Err(p) => failures.push(format!(
-                    "{fixture} seed {seed}: {p}\n    edits: {}",
+            tally.record(run_case(|| compile_model(m)), || {
+                format!(
+                    "{fixture} seed {seed}\n    edits: {}",
                     edits.join("\n           ")
-                )),
-            }
+                )
+            });
         }
-        eprintln!(
-            "{fixture}: {} compiled, {} rejected, {:.1}s",
-            compiled - c0,
-            rejected - r0,
-            t1.elapsed().as_secs_f64()
-        );
+        tally.finish_fixture();
     }
-    eprintln!(
-        "{} field cases: {compiled} compiled, {rejected} rejected, {} panics, {:.1}s",
-        compiled + rejected + failures.len(),
-        failures.len(),
-        t0.elapsed().as_secs_f64()
-    );
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    tally.assert_no_failures();
 }
