@@ -157,7 +157,10 @@ pub fn fold_where(
         let ins = g.inputs(n);
         let outputs: Vec<Tensor> = if op_type == "Shape" || op_type == "Size" {
             // Only the input's type matters, not its value.
-            let Some(shape) = ins[0]
+            let Some(shape) = ins
+                .first()
+                .copied()
+                .flatten()
                 .and_then(|p| g.ty(p))
                 .and_then(TensorType::static_shape)
             else {

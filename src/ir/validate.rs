@@ -8,7 +8,8 @@ use super::{Graph, NodeKind};
 
 impl Graph {
     /// Checks that the graph is acyclic, every edge joins existing slots, no input slot is fed
-    /// twice, tensor names are unique, and every graph output is produced.
+    /// twice, tensor names are unique, every graph output is produced, and the ONNX ops that
+    /// passes look into have their required inputs.
     pub fn validate(&self) -> Result<(), String> {
         if let Err(n) = self.topo_order() {
             return Err(format!(
@@ -78,6 +79,25 @@ impl Graph {
                 }
             }
         }
+        let opset = self.opset();
+        for n in self.g.node_indices() {
+            let NodeKind::Op(op) = &self.g[n].kind else {
+                continue;
+            };
+            if !super::is_onnx_domain(&op.domain) {
+                continue;
+            }
+            let Some(min) = required_inputs(&op.op_type, opset) else {
+                continue;
+            };
+            if let Some(missing) = (0..min).find(|i| !fed.contains(&(n.index(), *i))) {
+                return Err(format!(
+                    "{} lacks its input #{missing}: {} takes at least {min} at opset {opset}",
+                    self.g[n].display_name(),
+                    op.op_type
+                ));
+            }
+        }
         let mut out_names = HashSet::new();
         for o in &self.outputs {
             if !self.g.contains_node(o.src.node) || o.src.slot >= self.g[o.src.node].outputs.len() {
@@ -89,4 +109,32 @@ impl Graph {
         }
         Ok(())
     }
+}
+
+/// How many leading inputs an ONNX op must have wired, for the ops the passes and the evaluator
+/// look into (they may then index those inputs freely). Unknown ops and custom domains are not
+/// checked: detrc carries them through untouched.
+fn required_inputs(op_type: &str, opset: i64) -> Option<usize> {
+    Some(match op_type {
+        "Abs" | "Neg" | "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt" | "Reciprocal"
+        | "Erf" | "Not" | "Floor" | "Ceil" | "Identity" | "Shape" | "Size" | "Softmax"
+        | "Transpose" | "Flatten" | "Cast" | "Squeeze" | "ReduceMean" | "ReduceSum"
+        | "ReduceMax" | "ReduceMin" | "GlobalAveragePool" | "MaxPool" | "AveragePool"
+        | "ConstantOfShape" | "NonZero" | "Dropout" | "Split" | "Clip" | "Concat" | "Max"
+        | "Min" | "Sum" | "Mean" | "Resize" | "CumSum" | "ArgMax" | "ArgMin" => 1,
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "MatMul" | "Equal" | "Less" | "LessOrEqual"
+        | "Greater" | "GreaterOrEqual" | "And" | "Or" | "Xor" | "Mod" | "Expand" | "Gather"
+        | "GatherElements" | "GatherND" | "Tile" | "Conv" | "Gemm" | "LayerNormalization"
+        | "PRelu" => 2,
+        "Where" | "Range" => 3,
+        "BatchNormalization" => 5,
+        // These moved attributes to inputs over the opsets.
+        "Reshape" if opset >= 5 => 2,
+        "Unsqueeze" if opset >= 13 => 2,
+        "Slice" if opset >= 10 => 3,
+        "Pad" if opset >= 11 => 2,
+        "TopK" if opset >= 10 => 2,
+        "Reshape" | "Unsqueeze" | "Slice" | "Pad" | "TopK" => 1,
+        _ => return None,
+    })
 }
