@@ -87,6 +87,13 @@ const EXPECTED: &[(&str, i32, &str)] = &[
         1,
         "Add 'add' lacks its input #1: Add takes at least 2",
     ),
+    // Found by `cargo fuzz` after the arity check above: a Conv with no outputs reached
+    // fold-batchnorm, which read its output #0.
+    (
+        "fuzz_conv_no_output.onnx",
+        1,
+        "Conv '/conv2/Conv' has no output; Conv requires one",
+    ),
     ("gather_scalar.onnx", 0, "compiled"),
     ("if_subgraph.onnx", 1, "has a subgraph (control flow)"),
     ("int_overflow_fold.onnx", 0, "compiled"),

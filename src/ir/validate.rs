@@ -90,6 +90,14 @@ impl Graph {
             let Some(min) = required_inputs(&op.op_type, opset) else {
                 continue;
             };
+            // Every op of the table has a required first output, which passes address as slot 0.
+            if self.g[n].outputs.first().is_none_or(|v| v.name.is_empty()) {
+                return Err(format!(
+                    "{} has no output; {} requires one",
+                    self.g[n].display_name(),
+                    op.op_type
+                ));
+            }
             if let Some(missing) = (0..min).find(|i| !fed.contains(&(n.index(), *i))) {
                 return Err(format!(
                     "{} lacks its input #{missing}: {} takes at least {min} at opset {opset}",
@@ -112,16 +120,18 @@ impl Graph {
 }
 
 /// How many leading inputs an ONNX op must have wired, for the ops the passes and the evaluator
-/// look into (they may then index those inputs freely). Unknown ops and custom domains are not
-/// checked: detrc carries them through untouched.
+/// look into (they may then index those inputs, and output 0, freely). Other ops and custom
+/// domains are not checked: detrc carries them through untouched.
 fn required_inputs(op_type: &str, opset: i64) -> Option<usize> {
     Some(match op_type {
+        "Constant" => 0,
         "Abs" | "Neg" | "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt" | "Reciprocal"
         | "Erf" | "Not" | "Floor" | "Ceil" | "Identity" | "Shape" | "Size" | "Softmax"
         | "Transpose" | "Flatten" | "Cast" | "Squeeze" | "ReduceMean" | "ReduceSum"
         | "ReduceMax" | "ReduceMin" | "GlobalAveragePool" | "MaxPool" | "AveragePool"
         | "ConstantOfShape" | "NonZero" | "Dropout" | "Split" | "Clip" | "Concat" | "Max"
-        | "Min" | "Sum" | "Mean" | "Resize" | "CumSum" | "ArgMax" | "ArgMin" => 1,
+        | "Min" | "Sum" | "Mean" | "Resize" | "CumSum" | "ArgMax" | "ArgMin" | "Sin" | "Cos"
+        | "Round" | "LogSoftmax" | "ReduceProd" | "Upsample" => 1,
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "MatMul" | "Equal" | "Less" | "LessOrEqual"
         | "Greater" | "GreaterOrEqual" | "And" | "Or" | "Xor" | "Mod" | "Expand" | "Gather"
         | "GatherElements" | "GatherND" | "Tile" | "Conv" | "Gemm" | "LayerNormalization"
