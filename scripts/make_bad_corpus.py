@@ -252,6 +252,20 @@ def build(out):
         [f32_input("y", [1])],
     ).SerializeToString()
 
+    # A Concat of constants of rank 2 and rank 1 (found by cargo fuzz on a DETR skeleton):
+    # the folder handed them to ndarray, which asserts that every input has the axis.
+    a = helper.make_tensor("a", TensorProto.FLOAT, [1, 2], [0.5, -1.5])
+    b = helper.make_tensor("b", TensorProto.FLOAT, [2], [2.0, 3.0])
+    files["concat_rank_mismatch.onnx"] = tiny_graph_model(
+        [
+            helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+            helper.make_node("Add", ["x", "c"], ["y"]),
+        ],
+        [f32_input("x", [1, 4])],
+        [f32_input("y", [1, 4])],
+        [a, b],
+    ).SerializeToString()
+
     # Nearest Resize of an empty axis to a non-empty one: the index clamp got an empty range.
     empty = helper.make_tensor("empty", TensorProto.FLOAT, [1, 0], [])
     sizes = helper.make_tensor("sizes", TensorProto.INT64, [2], [1, 4])

@@ -38,6 +38,7 @@ const EXPECTED: &[(&str, i32, &str)] = &[
     ),
     ("bitflip_seed3.onnx", 1, "not a valid ONNX protobuf"),
     ("bitflip_seed4.onnx", 1, "not a valid ONNX protobuf"),
+    ("concat_rank_mismatch.onnx", 0, "compiled"),
     (
         "concat_no_inputs.onnx",
         1,

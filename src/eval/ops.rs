@@ -992,6 +992,11 @@ fn concat(ts: &[&Tensor], ax: usize) -> R<Tensor> {
     let Some(first) = ts.first() else {
         return inv("Concat without inputs");
     };
+    // ndarray asserts, rather than reports, that every input has the axis.
+    let rank = first.shape().len();
+    if ax >= rank || ts.iter().any(|t| t.shape().len() != rank) {
+        return inv("Concat inputs differ in rank");
+    }
     Ok(match first {
         Tensor::F32(_) => cat!(F32),
         Tensor::F64(_) => cat!(F64),
