@@ -46,26 +46,7 @@ impl Pass for CanonicalizeGather {
                 continue; // out of range: leave it for the runtime to report
             }
             if t.dims.is_empty() && size == 1 {
-                let ax = axis as i64;
-                let id = if g.opset() >= 13 {
-                    let c =
-                        g.add_const("detrc_gather_axis", Tensor::vec_i64(vec![ax]).to_proto(""));
-                    g.add_op(
-                        "Squeeze",
-                        "detrc_gather_squeeze",
-                        &[Some(data), Some(Port::new(c, 0))],
-                        vec![],
-                        1,
-                    )
-                } else {
-                    g.add_op(
-                        "Squeeze",
-                        "detrc_gather_squeeze",
-                        &[Some(data)],
-                        vec![attrs::make_ints("axes", vec![ax])],
-                        1,
-                    )
-                };
+                let id = g.add_squeeze(data, axis, "detrc_gather");
                 let ty = g.ty(Port::new(n, 0)).cloned();
                 g.node_mut(id).outputs[0].ty = ty;
                 g.replace_all_uses(Port::new(n, 0), Port::new(id, 0));

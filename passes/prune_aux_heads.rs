@@ -463,27 +463,7 @@ fn squeeze(g: &mut Graph, x: Port, axis: usize) -> NodeId {
         dims.remove(axis);
     }
     let dtype = g.ty(x).map(|t| t.dtype).unwrap_or(crate::ir::DType::F32);
-    let id = if g.opset() >= 13 {
-        let c = g.add_const(
-            "detrc_layer_axis",
-            Tensor::vec_i64(vec![axis as i64]).to_proto(""),
-        );
-        g.add_op(
-            "Squeeze",
-            "detrc_layer_squeeze",
-            &[Some(x), Some(Port::new(c, 0))],
-            vec![],
-            1,
-        )
-    } else {
-        g.add_op(
-            "Squeeze",
-            "detrc_layer_squeeze",
-            &[Some(x)],
-            vec![attrs::make_ints("axes", vec![axis as i64])],
-            1,
-        )
-    };
+    let id = g.add_squeeze(x, axis, "detrc_layer");
     g.node_mut(id).outputs[0].ty = Some(TensorType::new(dtype, &dims));
     id
 }

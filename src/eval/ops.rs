@@ -994,7 +994,7 @@ fn concat(ts: &[&Tensor], ax: usize) -> R<Tensor> {
     };
     // ndarray asserts, rather than reports, that every input has the axis.
     let rank = first.shape().len();
-    if ax >= rank || ts.iter().any(|t| t.shape().len() != rank) {
+    if ts.iter().any(|t| t.shape().len() != rank) {
         return inv("Concat inputs differ in rank");
     }
     Ok(match first {

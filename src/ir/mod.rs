@@ -268,6 +268,27 @@ impl Graph {
         )
     }
 
+    /// Adds a Squeeze of one axis of `x` in the form the model's opset reads: axes as an input
+    /// from opset 13, as an attribute before. `prefix` names the node and its axes constant.
+    pub fn add_squeeze(&mut self, x: Port, axis: usize, prefix: &str) -> NodeId {
+        let axes = vec![axis as i64];
+        let name = format!("{prefix}_squeeze");
+        if self.opset() >= 13 {
+            let axes = crate::eval::tensor::Tensor::vec_i64(axes).to_proto("");
+            let c = self.add_const(&format!("{prefix}_axis"), axes);
+            self.add_op(
+                "Squeeze",
+                &name,
+                &[Some(x), Some(Port::new(c, 0))],
+                vec![],
+                1,
+            )
+        } else {
+            let attr = crate::eval::attrs::make_ints("axes", axes);
+            self.add_op("Squeeze", &name, &[Some(x)], vec![attr], 1)
+        }
+    }
+
     /// A tensor name not used anywhere in the graph.
     pub fn fresh_name(&mut self, hint: &str) -> String {
         let hint = if hint.is_empty() { "detrc" } else { hint };
