@@ -223,20 +223,14 @@ pub fn test_libraries() -> Option<PathBuf> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".trt"));
-    if dir.join(TENSORRT_LIB).is_file() && dir.join(ONNXPARSER_LIB).is_file() {
-        return Some(dir);
-    }
+    let missing = match check_dir(&dir, "$DETRC_TENSORRT_DIR, else the repo's .trt") {
+        Ok(_) => return Some(dir),
+        Err(e) => e,
+    };
     if std::env::var_os("DETRC_REQUIRE_TENSORRT").is_some_and(|v| !v.is_empty()) {
-        panic!(
-            "DETRC_REQUIRE_TENSORRT is set but the TensorRT-RTX libraries are not in {}; \
-             run scripts/install_tensorrt_rtx.sh",
-            dir.display()
-        );
+        panic!("DETRC_REQUIRE_TENSORRT is set, but: {missing}");
     }
-    eprintln!(
-        "SKIP: TensorRT-RTX libraries not in {} (run scripts/install_tensorrt_rtx.sh)",
-        dir.display()
-    );
+    eprintln!("SKIP: {missing}");
     None
 }
 

@@ -9,7 +9,7 @@ use super::{Graph, NodeKind};
 impl Graph {
     /// Checks that the graph is acyclic, every edge joins existing slots, no input slot is fed
     /// twice, tensor names are unique, every graph output is produced, and the ONNX ops that
-    /// passes look into have their required inputs.
+    /// passes look into have their required inputs and their first output.
     pub fn validate(&self) -> Result<(), String> {
         if let Err(n) = self.topo_order() {
             return Err(format!(
