@@ -32,10 +32,7 @@ fn gpu_preprocess_matches_cpu() {
         pre.run(&refs, h, w, OutType::F32, &mut dst).unwrap();
         let bytes = stream.clone_dtoh(&dst).unwrap();
         stream.synchronize().unwrap();
-        let gpu: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let gpu = OutType::F32.to_f32(&bytes);
         let max = cpu
             .iter()
             .zip(&gpu)
