@@ -49,3 +49,27 @@ pub fn names() -> Vec<&'static str> {
 pub fn by_name(name: &str) -> Option<Box<dyn Pass>> {
     all().into_iter().find(|p| p.name() == name)
 }
+
+/// The passes `--passes ONLY --skip SKIP` name: `only` in its order (the default pipeline when
+/// `None`), less those in `skip`. An unknown name in either list is an error listing the valid
+/// ones, so a typo never silently runs a different pipeline.
+pub fn select(only: Option<&[String]>, skip: &[String]) -> crate::Result<Vec<Box<dyn Pass>>> {
+    let unknown = |n: &str| crate::Error::UnknownPass {
+        name: n.to_string(),
+        valid: names().join(", "),
+    };
+    if let Some(n) = skip.iter().find(|n| !names().contains(&n.as_str())) {
+        return Err(unknown(n));
+    }
+    let passes = match only {
+        Some(list) => list
+            .iter()
+            .map(|n| by_name(n).ok_or_else(|| unknown(n)))
+            .collect::<crate::Result<Vec<_>>>()?,
+        None => registry(),
+    };
+    Ok(passes
+        .into_iter()
+        .filter(|p| !skip.iter().any(|s| s == p.name()))
+        .collect())
+}

@@ -11,7 +11,14 @@
 //! - [`run`]: `detrc run` / `detrc bench`: pre-processing, CPU and TensorRT backends,
 //!   post-processing, annotated images.
 
+// The CLI's code says `detrc::…` like any user of the library; this lets it live in here.
+extern crate self as detrc;
+
 pub mod build;
+/// The `detrc` command line. It is in the library, not the binary, so that the Python
+/// package's `detrc` command (python/) runs this very code in-process.
+#[doc(hidden)]
+pub mod cli;
 pub mod driver;
 pub mod emit;
 pub mod error;

@@ -1,7 +1,5 @@
 //! The `detrc` command line.
 
-mod cli;
-
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -12,5 +10,5 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    cli::main()
+    detrc::cli::main()
 }

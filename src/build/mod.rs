@@ -21,6 +21,12 @@ pub use sidecar::Sidecar;
 use crate::pass::{Event, Pipeline};
 use crate::passes::to_fp16::{self, ToFp16};
 
+/// GPU architectures `detrc build` targets when not told (comma separated).
+#[cfg(not(feature = "enterprise"))]
+pub const DEFAULT_TARGETS: &str = "sm80,sm86,sm89,sm120";
+#[cfg(feature = "enterprise")]
+pub const DEFAULT_TARGETS: &str = "current";
+
 /// Numeric precision of the network handed to TensorRT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
@@ -168,6 +174,26 @@ pub fn sidecar_path(engine: &Path) -> PathBuf {
     let mut name = engine.file_name().unwrap_or_default().to_os_string();
     name.push(".json");
     engine.with_file_name(name)
+}
+
+/// File extensions TensorRT engines commonly have.
+const ENGINE_EXTENSIONS: &[&str] = &["engine", "plan", "trt"];
+
+/// True for the file names engines usually have (`detrc inspect` then reads the sidecar).
+pub fn looks_like_engine(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ENGINE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Whether `engine` is still the file `sc` describes. The sidecar may describe an engine that
+/// was replaced since; callers say so rather than trust it.
+pub fn engine_check(engine: &Path, sc: &Sidecar) -> &'static str {
+    match std::fs::read(engine) {
+        Ok(bytes) if sha256_hex(&bytes) == sc.engine.sha256 => "matches sidecar",
+        Ok(_) => "DIFFERS from the sidecar's sha256 (replaced or corrupted?)",
+        Err(_) => "missing",
+    }
 }
 
 /// The whole `detrc build`: prepare, build, then write the engine and its sidecar. On any

@@ -7,10 +7,7 @@ use detrc::pass::Event;
 
 use super::{Exit, EXIT_USAGE};
 
-#[cfg(not(feature = "enterprise"))]
-const DEFAULT_TARGETS: &str = "sm80,sm86,sm89,sm120";
-#[cfg(feature = "enterprise")]
-const DEFAULT_TARGETS: &str = "current";
+use detrc::build::DEFAULT_TARGETS;
 
 #[derive(clap::Args)]
 #[command(after_help = "\

@@ -74,36 +74,7 @@ pub fn pipeline_for(
     only: Option<&[String]>,
     skip: &[String],
 ) -> Result<Vec<Box<dyn detrc::pass::Pass>>, Exit> {
-    let valid = detrc::passes::names().join(", ");
-    let unknown = |n: &str| {
-        Exit(
-            EXIT_USAGE,
-            anyhow!(detrc::Error::UnknownPass {
-                name: n.to_string(),
-                valid: valid.clone(),
-            }),
-        )
-    };
-    for n in skip {
-        if !detrc::passes::names().contains(&n.as_str()) {
-            return Err(unknown(n));
-        }
-    }
-    let passes = match only {
-        Some(list) => {
-            let mut v = Vec::new();
-            for n in list {
-                let p = detrc::passes::by_name(n).ok_or_else(|| unknown(n))?;
-                v.push(p);
-            }
-            v
-        }
-        None => detrc::passes::registry(),
-    };
-    Ok(passes
-        .into_iter()
-        .filter(|p| !skip.iter().any(|s| s == p.name()))
-        .collect())
+    detrc::passes::select(only, skip).map_err(|e| Exit(EXIT_USAGE, anyhow!(e)))
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
@@ -170,32 +141,11 @@ pub fn run(a: Args) -> Result<(), Exit> {
         )
         .context("verification could not run")?;
         if !v.ok() {
-            let lines: Vec<String> = v
-                .outputs
-                .iter()
-                .map(|o| {
-                    format!(
-                        "{}: max |diff| {:.3e}{}{}",
-                        o.name,
-                        o.max_abs,
-                        if o.ok { "" } else { " FAIL" },
-                        o.note
-                            .as_deref()
-                            .map(|n| format!(" ({n})"))
-                            .unwrap_or_default()
-                    )
-                })
-                .collect();
-            return Err(Exit(
-                EXIT_VERIFY,
-                anyhow!(
-                    "outputs differ from the original (seed {}, atol {}, rtol {}); nothing written:\n  {}",
-                    v.seed,
-                    a.atol,
-                    a.rtol,
-                    lines.join("\n  ")
-                ),
-            ));
+            let tol = Tolerance {
+                atol: a.atol,
+                rtol: a.rtol,
+            };
+            return Err(Exit(EXIT_VERIFY, anyhow!(v.failure_message(tol))));
         }
         verification = Some(v);
     }

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use detrc::build::{sidecar_path, Sidecar};
+use detrc::build::{engine_check, looks_like_engine, sidecar_path, Sidecar};
 
 use super::Exit;
 
@@ -12,15 +12,6 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// File extensions TensorRT engines commonly have.
-const ENGINE_EXTENSIONS: &[&str] = &["engine", "plan", "trt"];
-
-fn looks_like_engine(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| ENGINE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
@@ -37,53 +28,23 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 .into())
         }
     };
-    let inputs: Vec<(String, String)> = g
-        .graph_inputs()
-        .into_iter()
-        .map(|n| {
-            let v = &g.node(n).outputs[0];
-            (
-                v.name.clone(),
-                v.ty.as_ref().map_or("?".into(), |t| t.to_string()),
-            )
-        })
-        .collect();
-    let outputs: Vec<(String, String)> = g
-        .outputs
-        .iter()
-        .map(|o| {
-            let ty = o
-                .info
-                .r#type
-                .as_ref()
-                .and_then(detrc::ir::TensorType::from_proto)
-                .map_or("?".into(), |t| t.to_string());
-            (o.name.clone(), ty)
-        })
-        .collect();
-    let hist = g.op_histogram();
+    let s = detrc::driver::summary(&g);
     if a.json {
-        let j = serde_json::json!({
-            "model": a.model,
-            "opset": g.opset(),
-            "nodes": g.num_ops(),
-            "inputs": inputs.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect::<Vec<_>>(),
-            "outputs": outputs.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect::<Vec<_>>(),
-            "ops": hist,
-        });
+        let mut j = serde_json::to_value(&s)?;
+        j["model"] = serde_json::json!(a.model);
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
     }
     println!("model:   {}", a.model.display());
-    println!("opset:   {}", g.opset());
-    println!("nodes:   {}", g.num_ops());
-    for (n, t) in &inputs {
-        println!("input:   {n}: {t}");
+    println!("opset:   {}", s.opset);
+    println!("nodes:   {}", s.nodes);
+    for i in &s.inputs {
+        println!("input:   {}: {}", i.name, i.ty);
     }
-    for (n, t) in &outputs {
-        println!("output:  {n}: {t}");
+    for o in &s.outputs {
+        println!("output:  {}: {}", o.name, o.ty);
     }
-    let mut h: Vec<_> = hist.into_iter().collect();
+    let mut h: Vec<_> = s.ops.into_iter().collect();
     h.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     println!("ops:");
     for (op, n) in h {
@@ -113,12 +74,7 @@ fn inspect_engine(engine: &Path, json: bool) -> Result<(), Exit> {
     };
     let sc = Sidecar::from_json(&text)
         .with_context(|| format!("{} is not a detrc engine sidecar", sc_path.display()))?;
-    // The sidecar may describe an engine that was replaced since; say so rather than trust it.
-    let check = match std::fs::read(engine) {
-        Ok(bytes) if detrc::build::sha256_hex(&bytes) == sc.engine.sha256 => "matches sidecar",
-        Ok(_) => "DIFFERS from the sidecar's sha256 (replaced or corrupted?)",
-        Err(_) => "missing",
-    };
+    let check = engine_check(engine, &sc);
     if json {
         let mut j = serde_json::to_value(&sc)?;
         j["engine_check"] = serde_json::Value::from(check);

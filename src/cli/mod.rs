@@ -54,12 +54,22 @@ impl<E: Into<anyhow::Error>> From<E> for Exit {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    ExitCode::from(run_from(std::env::args_os()))
+}
+
+/// The whole command on these arguments (the first is the program name); returns the exit
+/// code. The Python package's `detrc` command calls this in-process.
+pub fn run_from<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
-            return ExitCode::from(code);
+            return code;
         }
     };
     let res = match cli.cmd {
@@ -83,10 +93,10 @@ pub fn main() -> ExitCode {
         }
     };
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(Exit(code, e)) => {
             eprintln!("detrc: error: {e:#}");
-            ExitCode::from(code)
+            code
         }
     }
 }

@@ -1,0 +1,471 @@
+"""detrc: prepares DETR-family detection transformers (ONNX) for NVIDIA TensorRT.
+
+The functions here call the detrc library in this process (no subprocess, no temporary files
+for in-memory models) and release the GIL while they work::
+
+    import onnx, detrc
+    model = onnx.load("detr.onnx")
+    compiled, report = detrc.compile(model, verify=True)
+    print(report["nodes_before"], "->", report["nodes_after"], "nodes")
+    onnx.save(compiled, "detr.detrc.onnx")
+
+- :func:`compile` rewrites a model (the ``detrc compile`` pipeline) and reports what changed;
+- :func:`inspect` describes a model or an engine;
+- :func:`build` makes a TensorRT-RTX engine (``detrc build``);
+- :func:`passes` lists the passes.
+
+Errors are :class:`detrc.Error` subclasses carrying detrc's message; see ``docs/python.md``.
+The ``detrc`` command installed with this package is the same command line as the
+cargo-built one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import (
+    Any,
+    Dict,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    TypedDict,
+    Union,
+)
+
+from detrc import _detrc
+from detrc._errors import (
+    BuildError,
+    CompileError,
+    Error,
+    FileError,
+    InternalError,
+    ModelError,
+    ReferenceRuntimeError,
+    UsageError,
+    VerificationError,
+)
+
+__version__: str = _detrc.__version__
+
+__all__ = [
+    "compile",
+    "inspect",
+    "build",
+    "passes",
+    "CompileResult",
+    "CompileReport",
+    "PassStep",
+    "Verification",
+    "OutputDiff",
+    "PassInfo",
+    "Error",
+    "UsageError",
+    "FileError",
+    "ModelError",
+    "CompileError",
+    "VerificationError",
+    "ReferenceRuntimeError",
+    "BuildError",
+    "InternalError",
+    "DEFAULT_TARGETS",
+    "__version__",
+]
+
+#: GPU architectures :func:`build` targets when not told.
+DEFAULT_TARGETS: Tuple[str, ...] = tuple(_detrc.DEFAULT_TARGETS.split(","))
+
+#: What :func:`compile` and :func:`inspect` accept as a model: a path, encoded ONNX bytes,
+#: or an ``onnx.ModelProto``.
+ModelLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Any]
+
+_ACCEPTED = "a path (str or os.PathLike), bytes, or an onnx.ModelProto"
+
+
+#: One execution of one pass (``report["steps"]``); ``status`` is "changed", "unchanged",
+#: "not-applicable" or "rolled-back". (Functional form: "pass" is a Python keyword.)
+PassStep = TypedDict(
+    "PassStep",
+    {
+        "step": int,
+        "iteration": int,
+        "pass": str,
+        "status": str,
+        "details": List[str],
+        "ops_before": int,
+        "ops_after": int,
+        "millis": float,
+    },
+)
+
+
+class OutputDiff(TypedDict):
+    name: str
+    max_abs: float
+    ok: bool
+    note: Optional[str]
+
+
+class Verification(TypedDict):
+    """How the compiled model compared with the original on seeded inputs."""
+
+    seed: int
+    outputs: List[OutputDiff]
+
+
+class CompileReport(TypedDict):
+    """What :func:`compile` did; the same fields as ``detrc compile --report``."""
+
+    input: str
+    output: Optional[str]
+    nodes_before: int
+    nodes_after: int
+    ops_before: Dict[str, int]
+    ops_after: Dict[str, int]
+    steps: List[PassStep]
+    verification: Optional[Verification]
+    had_external_data: bool
+    seconds: float
+
+
+class CompileResult(NamedTuple):
+    """``(model, report)``: the compiled model, of the kind given, and the report."""
+
+    model: Any
+    report: CompileReport
+
+
+class PassInfo(TypedDict):
+    name: str
+    about: str
+    detr_specific: bool
+    default: bool
+
+
+def _fail_type(func: str, what: str, accepted: str, value: Any) -> TypeError:
+    return TypeError(f"detrc.{func}: {what} must be {accepted}, not {type(value).__name__}")
+
+
+def _is_model_proto(obj: Any) -> bool:
+    # Without importing onnx: whoever holds a ModelProto has imported it already.
+    onnx = sys.modules.get("onnx")
+    return onnx is not None and isinstance(obj, onnx.ModelProto)
+
+
+def _model_input(func: str, model: Any) -> Tuple[str, Any]:
+    """("path", Path) | ("bytes", bytes) | ("proto", bytes); TypeError for anything else."""
+    if isinstance(model, (str, os.PathLike)):
+        p = os.fspath(model)
+        if isinstance(p, bytes):
+            p = os.fsdecode(p)
+        return "path", Path(p)
+    if isinstance(model, bytes):
+        return "bytes", model
+    if isinstance(model, (bytearray, memoryview)):
+        return "bytes", bytes(model)
+    if _is_model_proto(model):
+        # A ModelProto past 2 GiB cannot be serialized (a protobuf limit): use a path then.
+        return "proto", model.SerializeToString()
+    raise _fail_type(func, "model", _ACCEPTED, model)
+
+
+def _path_or_none(func: str, name: str, value: Any) -> Optional[Path]:
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return Path(os.fsdecode(os.fspath(value)))
+    raise _fail_type(func, name, "a path (str or os.PathLike) or None", value)
+
+
+def _names(func: str, name: str, value: Any) -> Optional[List[str]]:
+    """A list of names, a comma-separated string (as on the command line), or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [s.strip() for s in value.split(",") if s.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise _fail_type(func, name, "a list of strings, a comma-separated string, or None", value)
+
+
+def _bool(func: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail_type(func, name, "True or False", value)
+    return value
+
+
+def _int(func: str, name: str, value: Any, *, minimum: int = 0, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail_type(func, name, "an int" + (" or None" if optional else ""), value)
+    if value < minimum:
+        raise UsageError(f"{name}={value}: must be at least {minimum}")
+    return value
+
+
+def _float(func: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail_type(func, name, "a number", value)
+    if not value >= 0:
+        raise UsageError(f"{name}={value}: must be a number >= 0")
+    return float(value)
+
+
+def compile(
+    model: ModelLike,
+    *,
+    output: Union[str, "os.PathLike[str]", None] = None,
+    passes: Union[Sequence[str], str, None] = None,
+    skip: Union[Sequence[str], str, None] = None,
+    verify: bool = False,
+    batch: Optional[int] = None,
+    seed: int = 0,
+    verify_runs: int = 2,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    strict: bool = False,
+    max_iterations: int = 8,
+    max_steps: Optional[int] = None,
+    fold_budget: int = 1 << 20,
+    external_data: str = "auto",
+    dump_ir: Union[str, "os.PathLike[str]", None] = None,
+    base_dir: Union[str, "os.PathLike[str]", None] = None,
+) -> CompileResult:
+    """Compile a DETR-family ONNX model: what ``detrc compile`` does, in this process.
+
+    Args:
+        model: the model, as a path (``str`` or ``os.PathLike``), encoded ONNX ``bytes``, or
+            an ``onnx.ModelProto``. The result is of the same kind: a ``ModelProto`` for a
+            ``ModelProto``, ``bytes`` for bytes, and for a path the ``pathlib.Path`` of
+            ``output`` (which a path input requires).
+        output: also write the compiled model to this file (atomically; nothing is written
+            on an error or a failed verification).
+        passes: run only these passes, in this order (names from :func:`passes`; a list or a
+            comma-separated string). ``None``: the default pipeline.
+        skip: leave these passes out.
+        verify: run the original and the compiled model on seeded random inputs with the CPU
+            reference runtime; on a mismatch raise :class:`VerificationError` (nothing is
+            returned or written). The figures are in ``report["verification"]``.
+        batch: make the batch dimension of the inputs this size (``compile --batch``). Not in
+            this build of detrc yet: any value but ``None`` raises ``NotImplementedError``.
+        seed: seed of the first verification input set; run ``i`` uses ``seed + i``.
+        verify_runs: how many seeded input sets to verify with.
+        atol, rtol: verification tolerance: ``|a - b| <= atol + rtol * |a|``.
+        strict: fail when a DETR pass does not apply or a pass has to be rolled back.
+        max_iterations: rounds of the pipeline at most (it stops at a fixed point).
+        max_steps: stop after this many pass executions (to bisect a bad rewrite).
+        fold_budget: bytes a folded constant may take beyond the constants it replaces.
+        external_data: for ``output``: ``"auto"`` (weights in ``<output>.data`` only past
+            2 GiB), ``"always"`` or ``"never"``.
+        dump_ir: write the IR as text into this folder before the first pass and after every
+            change.
+        base_dir: where external data files of an in-memory model are (default: the current
+            directory). A path input finds them beside the file.
+
+    Returns:
+        ``CompileResult(model, report)``, a named tuple. ``report`` is a plain ``dict``:
+        ``nodes_before``/``nodes_after`` (operator counts), ``ops_before``/``ops_after``
+        (op type -> count), ``steps`` (one dict per pass execution: ``step``, ``iteration``,
+        ``pass``, ``status``, ``details``, ``ops_before``, ``ops_after``, ``millis``),
+        ``verification`` (``None`` unless ``verify``), ``seconds``, ``input``, ``output``,
+        ``had_external_data``.
+
+    Raises:
+        TypeError: an argument of the wrong type (the message says what is accepted).
+        UsageError: an unknown pass name or an invalid option value.
+        FileError: a file cannot be read or written.
+        ModelError: the input is not a usable ONNX model.
+        VerificationError: ``verify=True`` and the outputs differ.
+        CompileError, ReferenceRuntimeError, InternalError: see docs/python.md.
+    """
+    f = "compile"
+    kind, data = _model_input(f, model)
+    out = _path_or_none(f, "output", output)
+    if kind == "path" and out is None:
+        raise UsageError(
+            "detrc.compile: a model given as a path is compiled to a file: pass output=..., "
+            "or pass the model as bytes or an onnx.ModelProto to get it back in memory"
+        )
+    if batch is not None:
+        _int(f, "batch", batch, minimum=1)
+        raise NotImplementedError(
+            "detrc.compile(batch=...): this build of detrc cannot change the batch size yet "
+            "(compile --batch); export the model at the batch size you need"
+        )
+    if not isinstance(external_data, str):
+        raise _fail_type(f, "external_data", '"auto", "always" or "never"', external_data)
+    options = {
+        "passes": _names(f, "passes", passes),
+        "skip": _names(f, "skip", skip) or [],
+        "verify": _bool(f, "verify", verify),
+        "seed": _int(f, "seed", seed),
+        "verify_runs": _int(f, "verify_runs", verify_runs, minimum=1),
+        "atol": _float(f, "atol", atol),
+        "rtol": _float(f, "rtol", rtol),
+        "strict": _bool(f, "strict", strict),
+        "max_iterations": _int(f, "max_iterations", max_iterations, minimum=1),
+        "max_steps": _int(f, "max_steps", max_steps, optional=True),
+        "fold_budget": _int(f, "fold_budget", fold_budget),
+        "external_data": external_data,
+        "dump_ir": _path_or_none(f, "dump_ir", dump_ir),
+        "output": out,
+        "base_dir": _path_or_none(f, "base_dir", base_dir),
+        "return_bytes": kind != "path",
+    }
+    if kind == "path":
+        encoded, report_json = _detrc.compile(data, None, "", options)
+    else:
+        label = "<bytes>" if kind == "bytes" else "<onnx.ModelProto>"
+        encoded, report_json = _detrc.compile(None, data, label, options)
+    report: CompileReport = json.loads(report_json)
+    if kind == "path":
+        result: Any = out
+    elif kind == "bytes":
+        result = encoded
+    else:
+        result = type(model)()
+        result.ParseFromString(encoded)
+    return CompileResult(result, report)
+
+
+def inspect(
+    model: ModelLike, *, base_dir: Union[str, "os.PathLike[str]", None] = None
+) -> Dict[str, Any]:
+    """Describe a model, or an engine built by :func:`build` (from its ``.json`` sidecar).
+
+    Args:
+        model: a path, encoded ONNX ``bytes`` or an ``onnx.ModelProto``; a path to an engine
+            (``.engine``, ``.plan``, ``.trt``, or any file with a sidecar) describes the engine.
+        base_dir: where external data of an in-memory model is.
+
+    Returns:
+        For a model: ``{"kind": "model", "model", "opset", "nodes", "inputs": [{"name",
+        "type"}], "outputs": [...], "ops": {op type: count}}`` (``detrc inspect --json``).
+        For an engine: ``{"kind": "engine", ...the sidecar..., "engine_check"}``.
+
+    Raises:
+        TypeError, FileError, ModelError: as for :func:`compile`.
+    """
+    f = "inspect"
+    kind, data = _model_input(f, model)
+    bd = _path_or_none(f, "base_dir", base_dir)
+    if kind == "path":
+        text = _detrc.inspect(data, None, "", bd)
+    else:
+        label = "<bytes>" if kind == "bytes" else "<onnx.ModelProto>"
+        text = _detrc.inspect(None, data, label, bd)
+    out: Dict[str, Any] = json.loads(text)
+    return out
+
+
+Dims = Union[Sequence[int], str]
+
+
+def _dims(name: str, value: Any) -> List[int]:
+    if isinstance(value, str):
+        try:
+            return [int(d) for d in value.replace("X", "x").replace(",", "x").split("x")]
+        except ValueError:
+            raise UsageError(f"shapes[{name!r}]: {value!r} is not dims like 1x3x800x800") from None
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(d, int) and not isinstance(d, bool) for d in value
+    ):
+        return list(value)
+    raise _fail_type("build", f"shapes[{name!r}] entries", "sequences of ints or 'AxBxC'", value)
+
+
+def build(
+    model: ModelLike,
+    output: Union[str, "os.PathLike[str]"],
+    *,
+    target: Union[Sequence[str], str, None] = None,
+    precision: str = "fp32",
+    fp16_keep: Union[Sequence[str], str, None] = None,
+    shapes: Optional[Mapping[str, Tuple[Dims, Dims, Dims]]] = None,
+    workspace: Optional[int] = None,
+    opt_level: Optional[int] = None,
+    tensorrt_dir: Union[str, "os.PathLike[str]", None] = None,
+) -> Dict[str, Any]:
+    """Build a TensorRT-RTX engine from a model: what ``detrc build`` does, in this process.
+
+    No GPU is needed: engines are compiled ahead of time for the target GPUs. A model not
+    compiled by detrc yet goes through the default :func:`compile` pipeline first.
+
+    Args:
+        model: a path, bytes or an ``onnx.ModelProto`` (in-memory models are written to a
+            temporary file first; the sidecar's ``source.path`` then names that file).
+        output: where to write the engine; its description goes to ``<output>.json``.
+        target: GPU architectures (``"sm80"``, ``"sm86"``, ``"sm89"``, ``"sm120"``,
+            ``"sm121"``; also ``"86"``, ``"8.6"``); default :data:`DEFAULT_TARGETS`.
+        precision: ``"fp32"`` or ``"fp16"`` (the model goes through the ``to-fp16`` pass;
+            inputs and outputs stay fp32).
+        fp16_keep: op types or node names kept in fp32 on top of ``to-fp16``'s defaults.
+        shapes: shape ranges of dynamic inputs, ``{name: (min, opt, max)}``, each dims a
+            sequence of ints or a string like ``"1x3x800x800"``.
+        workspace: builder workspace limit in MiB.
+        opt_level: builder optimization level 0..5.
+        tensorrt_dir: folder with the TensorRT-RTX libraries (else ``$DETRC_TENSORRT_DIR``,
+            else the system loader path). One process loads one TensorRT-RTX.
+
+    Returns:
+        The engine's sidecar as a dict (``detrc build --json``): inputs, outputs, targets,
+        precision, TensorRT version, source and engine sha256, timing, steps, warnings.
+
+    Raises:
+        TypeError, UsageError, FileError, ModelError: as for :func:`compile`.
+        BuildError: TensorRT-RTX is missing, rejects the model or fails to build.
+    """
+    f = "build"
+    kind, data = _model_input(f, model)
+    out = _path_or_none(f, "output", output)
+    if out is None:
+        raise _fail_type(f, "output", "a path (str or os.PathLike)", output)
+    targets = _names(f, "target", target) or list(DEFAULT_TARGETS)
+    if not isinstance(precision, str):
+        raise _fail_type(f, "precision", '"fp32" or "fp16"', precision)
+    profiles = []
+    if shapes is not None:
+        if not isinstance(shapes, Mapping):
+            raise _fail_type(f, "shapes", "a dict {input name: (min, opt, max)} or None", shapes)
+        for name, rng in shapes.items():
+            if not isinstance(name, str) or not isinstance(rng, (list, tuple)) or len(rng) != 3:
+                raise _fail_type(f, "shapes", "a dict {input name: (min, opt, max)}", rng)
+            profiles.append((name, *(_dims(name, d) for d in rng)))
+    options = {
+        "target": targets,
+        "precision": precision,
+        "fp16_keep": _names(f, "fp16_keep", fp16_keep) or [],
+        "shapes": profiles,
+        "workspace": _int(f, "workspace", workspace, optional=True),
+        "opt_level": _int(f, "opt_level", opt_level, optional=True),
+        "tensorrt_dir": _path_or_none(f, "tensorrt_dir", tensorrt_dir),
+    }
+    if kind == "path":
+        text = _detrc.build(data, out, options)
+    else:
+        with tempfile.TemporaryDirectory(prefix="detrc-build-") as tmp:
+            src = Path(tmp) / "model.onnx"
+            src.write_bytes(data)
+            text = _detrc.build(src, out, options)
+    sidecar: Dict[str, Any] = json.loads(text)
+    return sidecar
+
+
+def passes() -> List[PassInfo]:
+    """Every pass in default pipeline order (``detrc passes``).
+
+    Returns:
+        ``[{"name", "about", "detr_specific", "default"}, ...]``; ``default`` is False for
+        the opt-in passes that are not in the default pipeline.
+    """
+    return [
+        PassInfo(name=n, about=a, detr_specific=d, default=dflt)
+        for (n, a, d, dflt) in _detrc.passes()
+    ]
