@@ -11,3 +11,5 @@ PYTHON=.venv/bin/python scripts/install_tensorrt_rtx.sh
 export DETRC_TENSORRT_DIR="$PWD/.trt" DETRC_REQUIRE_TENSORRT=1
 eval "$(scripts/install_build_deps.sh)"
 cargo test --locked "$@"
+# The Python package: `pip wheel .`, installed into a fresh venv, pytest (docs/python.md).
+scripts/test_python.sh

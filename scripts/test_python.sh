@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+# setup_python.sh's venv has pip for certain (a system python3 may not).
 PY=${PYTHON:-python3}
+[ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && PY=.venv/bin/python
 out=target/python
 rm -rf "$out/wheel" "$out/venv"
 mkdir -p "$out"
