@@ -13,6 +13,11 @@ fuzz/corpus/compile_detr/ (large inputs, about a hundred executions per second):
   initializers, because the passes read them (prune-aux-heads applies only to constant heads;
   with a 1 KiB threshold it no longer fires).
 
+fuzz/corpus/compile_family/ (large inputs): skeletons, made the same way, of one export of
+every DETR-family fixture architecture (fixtures/family/: transformers DETR variants, RT-DETR,
+RT-DETRv2, D-FINE, and the official RT-DETRv2 / D-FINE exports). Initializers kept in
+external data become graph inputs too, so no seed refers to a file.
+
 Deterministic; rerun it any time (existing files of the same name are overwritten, files the
 fuzzer added are left alone).
 
@@ -34,6 +39,22 @@ SKELETONS = [
     "detr_tiny_op17_b1.onnx",
     "detr_tiny_op12_b1.onnx",
 ]
+FAMILY = [
+    "detr_op17_b1.onnx",
+    "conditional_detr_op16_b1.onnx",
+    "dab_detr_op17_b1.onnx",
+    "deformable_detr_op17_b1.onnx",
+    "deformable_detr_refine_op16_b1.onnx",
+    "rtdetr_op17_b1.onnx",
+    "rtdetr_v2_op16_b1.onnx",
+    "dfine_op17_b1.onnx",
+    "dfine_op17_dyn.onnx",
+    "detr_op18_dynamo_b1.onnx",
+    "rtdetrv2_official.onnx",
+    "dfine_official_raw.onnx",
+    "dfine_official_simplified.onnx",
+]
+OUT_FAMILY = os.path.join(ROOT, "fuzz", "corpus", "compile_family")
 BIG = 4097
 
 
@@ -44,7 +65,8 @@ def skeleton(path):
     g = m.graph
     keep, moved = [], []
     for t in g.initializer:
-        (moved if len(t.raw_data) >= BIG else keep).append(t)
+        external = t.data_location == onnx.TensorProto.EXTERNAL
+        (moved if external or len(t.raw_data) >= BIG else keep).append(t)
     del g.initializer[:]
     g.initializer.extend(keep)
     for t in moved:
@@ -70,7 +92,20 @@ def main():
             f.write(data)
         print(f"{os.path.basename(out)}: {len(data)} bytes")
         n += 1
-    print(f"{n} seeds in {os.path.relpath(OUT, ROOT)} and {os.path.relpath(OUT_DETR, ROOT)}")
+    os.makedirs(OUT_FAMILY, exist_ok=True)
+    for name in FAMILY:
+        src = os.path.join(ROOT, "fixtures", "family", name)
+        if not os.path.exists(src):
+            print(f"{name}: missing, skipped (scripts/make_family_fixtures.py makes it)")
+            continue
+        data = skeleton(src)
+        out = os.path.join(OUT_FAMILY, "skeleton_" + name)
+        with open(out, "wb") as f:
+            f.write(data)
+        print(f"{os.path.basename(out)}: {len(data)} bytes")
+        n += 1
+    print(f"{n} seeds in {os.path.relpath(OUT, ROOT)}, {os.path.relpath(OUT_DETR, ROOT)} and "
+          f"{os.path.relpath(OUT_FAMILY, ROOT)}")
 
 
 if __name__ == "__main__":
