@@ -252,8 +252,13 @@ fn reshape_follow(a: &[i64], out: &[i64], ba: BatchAxis, b: i64) -> Option<Batch
             m: out[j] / (outer * b),
         });
     }
+    // At batch 1 several axes fit; the flatten of rows for a Gemm (`[L, B, C] -> [L*B, C]`)
+    // keeps everything after the batch intact, the attention head split does not.
+    // Merged heads (`[L, B*h, d] -> [L*B, C]`) go back to the channels.
+    let rows_kept = |c: &BatchAxis| c.m == 1 && (out[c.axis + 1..] == a[ba.axis + 1..] || ba.m > 1);
     cands.into_iter().min_by_key(|c| {
         (
+            !rows_kept(c),
             c.outer != 1,
             out[c.axis] != a[ba.axis] || c.outer != ba.outer,
             c.m,
@@ -305,7 +310,13 @@ impl Analysis {
             if self.batch.contains_key(p) {
                 continue;
             }
-            let Some(s) = shape(g, *p) else { continue };
+            let Some(s) = shape(g, *p) else {
+                return Err(format!(
+                    "{}: input '{}' meets the batch but has no static shape",
+                    name_of(g, n),
+                    g.value(*p).name
+                ));
+            };
             let Some(k) = (oa.axis + s.len()).checked_sub(ro) else {
                 continue;
             };
@@ -1355,21 +1366,6 @@ fn type_more(g: &mut Graph) {
 pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
     let b = static_batch(g)?;
     type_more(g);
-    for n in g.topo_ops() {
-        for (s, v) in g.node(n).outputs.iter().enumerate() {
-            if !v.name.is_empty()
-                && g.use_count(Port::new(n, s)) > 0
-                && shape(g, Port::new(n, s)).is_none()
-            {
-                return Err(format!(
-                    "{}: output '{}' has no static shape at batch {b}; fix the other dynamic \
-                     dimensions with --input-shape",
-                    name_of(g, n),
-                    v.name
-                ));
-            }
-        }
-    }
     let an = analyse(g, b)?;
     let first_input = *batch_inputs(g).first().ok_or("no batch input")?;
     let input_name = g.node(first_input).outputs[0].name.clone();

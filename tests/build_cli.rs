@@ -490,7 +490,7 @@ fn a_model_the_parser_rejects_fails_cleanly() {
     assert_nothing_written(outdir.path());
 }
 
-/// A static batch-1 DETR generalised by `compile --batch dynamic`, then built in fp16 for
+/// facebookresearch/detr traced at batch 2 with a dynamic axis, generalised by `compile --batch dynamic`, then built in fp16 for
 /// sm86 with the batch profile 1/2/4 (recorded in the sidecar); without `--shapes` the same
 /// model is built for batch 1 with a warning naming the flag.
 #[test]
@@ -500,7 +500,7 @@ fn batch_profile_fp16_engine_of_a_generalised_detr_builds_for_sm86() {
     let dynm = dir.path().join("dyn.onnx");
     let o = run(detrc(None)
         .arg("compile")
-        .arg(fixture("detr_tiny_op17_b1.onnx"))
+        .arg(fixture("dynamic/detr_tiny_op17_b2_dyn.onnx"))
         .arg("-o")
         .arg(&dynm)
         .args(["--batch", "dynamic", "-q"]));

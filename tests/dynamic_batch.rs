@@ -30,8 +30,8 @@ fn batch_fixtures() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
         .collect();
     v.sort();
-    v.push(fixture("detr_tiny_op17_b1.onnx"));
-    v.push(fixture("detr_tiny2_op12_b1.onnx"));
+    // A static batch-2 export (batch baked into every shape, no dynamic axis).
+    v.push(fixture("detr_tiny_op12_b2.onnx"));
     v
 }
 
@@ -143,7 +143,7 @@ fn batch_n_is_static_at_n_and_verified_per_image() {
 #[test]
 fn verify_runs_a_dynamic_result_at_batch_1_and_3() {
     let dir = tmpdir();
-    let f = fixture("detr_tiny_op17_b1.onnx");
+    let f = root().join("fixtures/dynamic/detr_tiny_op17_b2_dyn.onnx");
     let out = dir.path().join("dyn.onnx");
     let rep = dir.path().join("r.json");
     let o = detrc(&[
@@ -261,6 +261,7 @@ fn shape_options_that_contradict_the_model_are_usage_errors() {
         &["--batch", "4"],
         "input 'images': the model fixes the batch to 1, not 4; use --batch dynamic",
     );
+    let _ = &dynf;
     usage_error(
         &dynf,
         &["--input-shape", "images:2x3x64x96x1", "--batch", "dynamic"],
