@@ -30,5 +30,6 @@ pub mod pass;
 pub mod passes;
 pub mod reference;
 pub mod run;
+pub mod shapes;
 
 pub use error::{Error, Result};

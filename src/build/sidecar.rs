@@ -122,8 +122,8 @@ impl Sidecar {
         let options = Options {
             workspace_mb: opts.engine.workspace_mb,
             opt_level: opts.engine.opt_level,
-            shapes: opts
-                .engine
+            // What the engine was built with, a default batch-1 profile included.
+            shapes: built
                 .profiles
                 .iter()
                 .map(|p| {

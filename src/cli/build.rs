@@ -157,7 +157,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             eprintln!("  {s}");
         }
         for w in &sc.warnings {
-            eprintln!("  TensorRT warning: {w}");
+            eprintln!("  warning: {w}");
         }
         eprintln!(
             "built {} ({} bytes, {} for {}, {} {}) in {:.2}s + {:.2}s; sidecar {}",

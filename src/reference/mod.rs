@@ -35,6 +35,15 @@ fn rt(e: impl std::fmt::Display) -> Error {
 
 /// Static input specs of a model (every dimension must be a number).
 pub fn input_specs(model: &ModelProto) -> Result<Vec<InputSpec>> {
+    input_specs_with(model, &[])
+}
+
+/// Input specs with the shapes of some inputs given: a model with dynamic dimensions runs at
+/// the shape a caller picks for this run (the reference runtime needs static shapes).
+pub fn input_specs_with(
+    model: &ModelProto,
+    shapes: &[(String, Vec<usize>)],
+) -> Result<Vec<InputSpec>> {
     let g = model
         .graph
         .as_ref()
@@ -55,6 +64,25 @@ pub fn input_specs(model: &ModelProto) -> Result<Vec<InputSpec>> {
             .as_ref()
             .and_then(crate::ir::TensorType::from_proto)
             .ok_or_else(|| Error::Unsupported(format!("input '{name}' is not a tensor")))?;
+        if let Some((_, dims)) = shapes.iter().find(|(n, _)| *n == name) {
+            let rank_ok = ty.rank().is_none_or(|r| r == dims.len());
+            let fits = ty.shape.as_ref().is_none_or(|s| {
+                s.iter()
+                    .zip(dims)
+                    .all(|(d, &v)| d.fixed().is_none_or(|f| f == v as i64))
+            });
+            if !rank_ok || !fits {
+                return Err(Error::Runtime(format!(
+                    "input '{name}' {ty} cannot run with shape {dims:?}"
+                )));
+            }
+            specs.push(InputSpec {
+                name,
+                dtype: ty.dtype,
+                shape: dims.clone(),
+            });
+            continue;
+        }
         let shape = ty.static_shape().ok_or_else(|| {
             Error::Unsupported(format!(
                 "input '{name}' has a dynamic shape {ty}; the reference runtime needs static shapes"
@@ -71,8 +99,18 @@ pub fn input_specs(model: &ModelProto) -> Result<Vec<InputSpec>> {
 
 impl Reference {
     pub fn from_path(path: &Path) -> Result<Reference> {
+        Self::from_path_with(path, &[])
+    }
+
+    /// Loads `path` to run with the given input shapes (see [`input_specs_with`]).
+    pub fn from_path_with(path: &Path, shapes: &[(String, Vec<usize>)]) -> Result<Reference> {
         let proto = crate::load::load_proto(path)?;
-        let specs = input_specs(&proto)?;
+        if !shapes.is_empty() {
+            let mut v = Vec::new();
+            crate::emit::write_model(&proto, &mut v).map_err(rt)?;
+            return Self::from_bytes_with(&v, shapes);
+        }
+        let specs = input_specs_with(&proto, shapes)?;
         let outs = output_names(&proto);
         let model = tract_onnx::onnx()
             .model_for_path(path)
@@ -81,10 +119,37 @@ impl Reference {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Reference> {
+        Self::from_bytes_with(bytes, &[])
+    }
+
+    /// Like [`Reference::from_bytes`], with the given input shapes.
+    pub fn from_bytes_with(bytes: &[u8], shapes: &[(String, Vec<usize>)]) -> Result<Reference> {
         let proto =
             crate::load::decode(Path::new("<memory>"), bytes::Bytes::copy_from_slice(bytes))?;
-        let specs = input_specs(&proto)?;
+        let specs = input_specs_with(&proto, shapes)?;
         let outs = output_names(&proto);
+        // Symbolic dimensions in value_info and outputs would contradict the concrete input
+        // shapes of this run (tract does not bind a symbol to a value): let it infer them.
+        let stripped;
+        let bytes = if shapes.is_empty() {
+            bytes
+        } else {
+            let mut m = proto.clone();
+            if let Some(g) = m.graph.as_mut() {
+                g.value_info.clear();
+                for o in g.output.iter_mut() {
+                    if let Some(crate::load::proto::type_proto::Value::TensorType(t)) =
+                        o.r#type.as_mut().and_then(|t| t.value.as_mut())
+                    {
+                        t.shape = None;
+                    }
+                }
+            }
+            let mut v = Vec::new();
+            crate::emit::write_model(&m, &mut v).map_err(rt)?;
+            stripped = v;
+            &stripped[..]
+        };
         let mut r = std::io::Cursor::new(bytes);
         let model = tract_onnx::onnx()
             .model_for_read(&mut r)
