@@ -12,6 +12,7 @@ pub mod fuse_matmul;
 pub mod identity_chains;
 pub mod infer_shapes;
 pub mod prune_aux_heads;
+pub mod quantize;
 pub mod to_fp16;
 
 use crate::pass::Pass;
