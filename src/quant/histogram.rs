@@ -172,16 +172,16 @@ impl Histogram {
             if p_sum == 0.0 {
                 continue;
             }
-            // Group boundaries as in an even split of i bins into `levels` groups.
+            // Q quantizes the bins *without* the folded tail, so clipping mass away costs
+            // divergence; each group's sum is spread over its non-empty bins.
             for j in 0..levels {
                 let start = j * i / levels;
                 let stop = ((j + 1) * i / levels).max(start + 1);
                 let group = &self.counts[start..stop];
-                let sum: f64 = group.iter().map(|&c| c as f64).sum::<f64>()
-                    + if stop == i { tail[i] as f64 } else { 0.0 };
-                let nonzero = (start..stop).filter(|&k| p[k] > 0.0).count();
+                let sum: f64 = group.iter().map(|&c| c as f64).sum();
+                let nonzero = group.iter().filter(|&&c| c > 0).count();
                 for k in start..stop {
-                    q[k] = if p[k] > 0.0 && nonzero > 0 {
+                    q[k] = if self.counts[k] > 0 {
                         sum / nonzero as f64
                     } else {
                         0.0
@@ -189,12 +189,15 @@ impl Histogram {
                 }
             }
             let q_sum: f64 = q[..i].iter().sum();
+            if q_sum == 0.0 {
+                continue;
+            }
             let mut kl = 0.0;
             for k in 0..i {
                 if p[k] > 0.0 {
                     let pk = p[k] / p_sum;
-                    // q[k] > 0 wherever p[k] > 0 by construction.
-                    let qk = q[k] / q_sum;
+                    // Mass where Q has none (the folded last bin): a large but finite cost.
+                    let qk = (q[k] / q_sum).max(1e-12);
                     kl += pk * (pk / qk).ln();
                 }
             }
