@@ -13,6 +13,7 @@ pub mod generalize_batch;
 pub mod identity_chains;
 pub mod infer_shapes;
 pub mod prune_aux_heads;
+pub mod quantize;
 pub mod to_fp16;
 
 use crate::pass::Pass;
