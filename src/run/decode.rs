@@ -309,7 +309,7 @@ pub fn assemble(raw: RawOutputs, decode: Decode, batch: usize) -> Result<BatchOu
 }
 
 /// How to turn outputs into detections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecodeOptions {
     pub decode: Decode,
     /// sigmoid: how many (query, class) pairs to keep (default: the number of queries);
@@ -558,16 +558,6 @@ enum BoxHead {
     Refined,
     /// Anything else: what computes the boxes.
     Other(String),
-}
-
-trait OpType {
-    fn op_type(&self) -> &str;
-}
-
-impl OpType for NodeProto {
-    fn op_type(&self) -> &str {
-        self.op_type.as_deref().unwrap_or("")
-    }
 }
 
 /// The decode to use for `model` when `--decode` is not given: [`detect`] on an ONNX model;
