@@ -97,7 +97,94 @@ pub fn input_specs_with(
     Ok(specs)
 }
 
+/// A model input as declared: each dimension if it is a number, `None` if it is dynamic.
+#[derive(Debug, Clone)]
+pub struct DeclaredInput {
+    pub name: String,
+    pub dtype: DType,
+    pub dims: Vec<Option<usize>>,
+}
+
+impl DeclaredInput {
+    /// This input at a concrete `shape`; the static dimensions must agree.
+    pub fn fix(&self, shape: Vec<usize>) -> Result<InputSpec> {
+        let agrees = shape.len() == self.dims.len()
+            && self
+                .dims
+                .iter()
+                .zip(&shape)
+                .all(|(d, s)| d.is_none_or(|d| d == *s));
+        if !agrees {
+            return Err(Error::Unsupported(format!(
+                "input '{}' of shape {:?} cannot take shape {shape:?}",
+                self.name, self.dims
+            )));
+        }
+        Ok(InputSpec {
+            name: self.name.clone(),
+            dtype: self.dtype,
+            shape,
+        })
+    }
+}
+
+/// The model's inputs (initializers excluded) with their dynamic dimensions left open.
+pub fn declared_inputs(model: &ModelProto) -> Result<Vec<DeclaredInput>> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("no graph".into()))?;
+    let inits: std::collections::HashSet<&str> = g
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    let mut out = Vec::new();
+    for vi in &g.input {
+        let name = vi.name.clone().unwrap_or_default();
+        if inits.contains(name.as_str()) {
+            continue;
+        }
+        let ty = vi
+            .r#type
+            .as_ref()
+            .and_then(crate::ir::TensorType::from_proto)
+            .ok_or_else(|| Error::Unsupported(format!("input '{name}' is not a tensor")))?;
+        let shape = ty
+            .shape
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported(format!("input '{name}' has no declared rank")))?;
+        let dims = shape
+            .iter()
+            .map(|d| d.fixed().and_then(|v| usize::try_from(v).ok()))
+            .collect();
+        out.push(DeclaredInput {
+            name,
+            dtype: ty.dtype,
+            dims,
+        });
+    }
+    Ok(out)
+}
+
 impl Reference {
+    /// Loads `path` with its inputs fixed to `specs` (one per input, in order): how a model
+    /// with dynamic dimensions runs at one concrete shape (see [`declared_inputs`]).
+    pub fn from_path_with_inputs(path: &Path, specs: Vec<InputSpec>) -> Result<Reference> {
+        let proto = crate::load::load_proto(path)?;
+        let outs = output_names(&proto);
+        let mut model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
+        // declared output shapes may name the dynamic dimensions; tract infers them instead
+        for i in 0..outs.len() {
+            model
+                .set_output_fact(i, InferenceFact::default())
+                .map_err(rt)?;
+        }
+        Self::finish(model, specs, outs)
+    }
+
     pub fn from_path(path: &Path) -> Result<Reference> {
         Self::from_path_with(path, &[])
     }
