@@ -180,12 +180,8 @@ impl Histogram {
                 let group = &self.counts[start..stop];
                 let sum: f64 = group.iter().map(|&c| c as f64).sum();
                 let nonzero = group.iter().filter(|&&c| c > 0).count();
-                for k in start..stop {
-                    q[k] = if self.counts[k] > 0 {
-                        sum / nonzero as f64
-                    } else {
-                        0.0
-                    };
+                for (qk, &ck) in q[start..stop].iter_mut().zip(group) {
+                    *qk = if ck > 0 { sum / nonzero as f64 } else { 0.0 };
                 }
             }
             let q_sum: f64 = q[..i].iter().sum();
@@ -222,13 +218,12 @@ impl Histogram {
             let step = clip / LEVELS as f64;
             let noise = step * step / 12.0;
             let mut err = 0.0;
-            for b in 0..used {
-                let c = self.counts[b];
+            for (&c, &centre) in self.counts[..used].iter().zip(&centres[..used]) {
                 if c == 0 {
                     continue;
                 }
-                let e = if centres[b] > clip {
-                    let d = centres[b] - clip;
+                let e = if centre > clip {
+                    let d = centre - clip;
                     d * d
                 } else {
                     noise

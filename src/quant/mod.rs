@@ -23,7 +23,7 @@ pub use histogram::{Histogram, Method};
 use crate::ir::{DType, Graph, GraphOutput, NodeKind};
 use crate::load::proto::ValueInfoProto;
 use crate::reference::Reference;
-use crate::run::backend::{identify_outputs, ModelShape};
+use crate::run::backend::ModelShape;
 use crate::run::postprocess::{best_class, DetrOutputs};
 use crate::run::{images, preprocess, RunError};
 
@@ -456,4 +456,32 @@ pub fn quantize_graph(
 /// ONNX bytes of a graph.
 pub fn to_bytes(g: &Graph) -> Result<Vec<u8>> {
     encode(g)
+}
+
+/// Which outputs are the class logits and the boxes: `[B, Q, C]` and `[B, Q, 4]` (by name when
+/// the export uses the usual ones, else by shape). `Err` when the model has no such pair.
+fn identify_outputs(
+    outputs: &[(String, Vec<i64>)],
+    batch: usize,
+) -> std::result::Result<(usize, usize), ()> {
+    let by_name = |names: &[&str]| {
+        outputs
+            .iter()
+            .position(|(n, _)| names.contains(&n.as_str()))
+    };
+    if let (Some(l), Some(b)) = (
+        by_name(&["pred_logits", "logits"]),
+        by_name(&["pred_boxes", "boxes"]),
+    ) {
+        return Ok((l, b));
+    }
+    let rank3 = |i: usize| outputs[i].1.len() == 3 && outputs[i].1[0] == batch as i64;
+    let bi = (0..outputs.len())
+        .rev()
+        .find(|&i| rank3(i) && outputs[i].1[2] == 4)
+        .ok_or(())?;
+    let li = (0..outputs.len())
+        .find(|&i| i != bi && rank3(i) && outputs[i].1[1] == outputs[bi].1[1])
+        .ok_or(())?;
+    Ok((li, bi))
 }

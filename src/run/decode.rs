@@ -365,7 +365,12 @@ fn graph_detections(
         .filter_map(|j| {
             let i = b * g.k + j;
             let (label, score) = (g.labels[i], g.scores[i]);
-            if score.is_nan() || score < opts.threshold || !(label >= 0.0) || label.fract() != 0.0 {
+            if score.is_nan()
+                || score < opts.threshold
+                || label.is_nan()
+                || label < 0.0
+                || label.fract() != 0.0
+            {
                 return None;
             }
             let x = &g.boxes[i * 4..][..4];
