@@ -341,6 +341,9 @@ fn inspect_engine(engine: &Path) -> Result<String, Failure> {
     Ok(j.to_string())
 }
 
+/// One optimization profile entry: (input name, min, opt, max).
+type ShapeArg = (String, Vec<i64>, Vec<i64>, Vec<i64>);
+
 /// `detrc.build`'s options, one dict key each.
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
@@ -348,8 +351,7 @@ struct BuildArgs {
     target: Vec<String>,
     precision: String,
     fp16_keep: Vec<String>,
-    /// (input name, min, opt, max)
-    shapes: Vec<(String, Vec<i64>, Vec<i64>, Vec<i64>)>,
+    shapes: Vec<ShapeArg>,
     workspace: Option<u64>,
     opt_level: Option<u32>,
     tensorrt_dir: Option<PathBuf>,
