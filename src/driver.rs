@@ -7,7 +7,10 @@ use crate::ir::Graph;
 use crate::load::proto::ModelProto;
 use crate::pass::{Event, Pipeline, Report};
 use crate::reference::compare::{compare, OutputDiff, Tolerance};
-use crate::reference::Reference;
+use crate::reference::{
+    input_specs, output_names, InputSpec, Model as ModelRef, Purpose, Reference, Runtime,
+    RuntimeChoice,
+};
 
 /// Loads a model file into the IR (external data resolved, structure validated).
 pub fn load_graph(path: &Path) -> Result<(Graph, bool)> {
@@ -78,6 +81,8 @@ pub fn compiled_by(model: &ModelProto) -> Option<String> {
 pub struct Verification {
     pub seed: u64,
     pub outputs: Vec<OutputDiff>,
+    /// The runtime that ran both models and its version, e.g. "onnxruntime 1.31.1 (...)".
+    pub runtime: String,
 }
 
 impl Verification {
@@ -86,28 +91,141 @@ impl Verification {
     }
 }
 
-/// Runs `original` and `candidate` (encoded ONNX) on the same seeded random inputs.
+/// Runs `original` and `candidate` (encoded ONNX) on the same seeded random inputs, with the
+/// default runtime choice (onnxruntime when installed, else tract).
 pub fn verify(
     original: &Path,
     candidate: &[u8],
     seeds: &[u64],
     tol: Tolerance,
 ) -> Result<Verification> {
-    let a = Reference::from_path(original)?;
-    let b = Reference::from_bytes(candidate)?;
-    let mut worst: Option<Verification> = None;
-    for &seed in seeds {
-        let inputs = a.random_inputs(seed);
-        let ra = a.run(&inputs)?;
-        let rb = b.run(&inputs)?;
+    let (runtime, _) = RuntimeChoice::default().resolve()?;
+    verify_with(original, Candidate::Bytes(candidate), seeds, tol, &runtime)
+}
+
+/// The model to check against the original.
+#[derive(Clone, Copy)]
+pub enum Candidate<'a> {
+    /// Encoded ONNX.
+    Bytes(&'a [u8]),
+    /// A model in memory (what `compile` returned): onnxruntime uses its weights where they
+    /// are, nothing is encoded or copied.
+    Model(&'a ModelProto),
+}
+
+/// [`verify`] with a chosen runtime: [`run_original`] then [`check_candidate`].
+pub fn verify_with(
+    original: &Path,
+    candidate: Candidate<'_>,
+    seeds: &[u64],
+    tol: Tolerance,
+    runtime: &Runtime,
+) -> Result<Verification> {
+    let expected = run_original(original, seeds, runtime)?;
+    check_candidate(&expected, candidate, tol, runtime)
+}
+
+/// The original's outputs on seeded inputs: the first half of a verification. Holding this
+/// instead of the model lets a caller run the original before compiling, so the two models are
+/// never in memory together.
+pub struct Expected {
+    pub seeds: Vec<u64>,
+    pub specs: Vec<InputSpec>,
+    /// One input set per seed, generated once for both models.
+    pub inputs: Vec<Vec<ndarray::ArrayD<f32>>>,
+    pub outputs: Vec<Vec<(String, ndarray::ArrayD<f32>)>>,
+}
+
+/// Loads `original` once, runs it on every seed and drops it.
+pub fn run_original(original: &Path, seeds: &[u64], runtime: &Runtime) -> Result<Expected> {
+    if seeds.is_empty() {
+        return Err(Error::Verification("no seed given".into()));
+    }
+    // onnxruntime reads the weights in place from the file's memory map; tract from the file.
+    let loaded = crate::load::load(original)?.proto;
+    let specs = input_specs(&loaded)?;
+    let names = output_names(&loaded);
+    let inputs: Vec<Vec<ndarray::ArrayD<f32>>> = seeds
+        .iter()
+        .map(|&s| crate::reference::random::inputs(&specs, s))
+        .collect();
+    let model = match runtime {
+        Runtime::OnnxRuntime(_) => ModelRef::Proto(&loaded),
+        Runtime::Tract => ModelRef::Path(original),
+    };
+    let a = Reference::load(
+        model,
+        runtime,
+        Purpose::Verify,
+        Some((specs.clone(), names)),
+    )?;
+    let outputs = inputs
+        .iter()
+        .map(|i| a.run(i))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Expected {
+        seeds: seeds.to_vec(),
+        specs,
+        inputs,
+        outputs,
+    })
+}
+
+/// Runs `candidate` on the inputs of `expected` and compares: the worst seed's result (the
+/// first failing one, else the last).
+pub fn check_candidate(
+    expected: &Expected,
+    candidate: Candidate<'_>,
+    tol: Tolerance,
+    runtime: &Runtime,
+) -> Result<Verification> {
+    let r = match candidate {
+        Candidate::Bytes(b) => Reference::load(ModelRef::Bytes(b), runtime, Purpose::Verify, None)?,
+        Candidate::Model(m) => {
+            let specs = (input_specs(m)?, output_names(m));
+            check_same_inputs(&expected.specs, &specs.0)?;
+            Reference::load(ModelRef::Proto(m), runtime, Purpose::Verify, Some(specs))?
+        }
+    };
+    check_same_inputs(&expected.specs, &r.inputs)?;
+    let mut last = None;
+    for ((&seed, inputs), want) in expected
+        .seeds
+        .iter()
+        .zip(&expected.inputs)
+        .zip(&expected.outputs)
+    {
+        let got = r.run(inputs)?;
         let v = Verification {
             seed,
-            outputs: compare(&ra, &rb, tol),
+            outputs: compare(want, &got, tol),
+            runtime: runtime.describe_for(Purpose::Verify),
         };
         if !v.ok() {
             return Ok(v);
         }
-        worst = Some(v);
+        last = Some(v);
     }
-    worst.ok_or_else(|| Error::Verification("no seed given".into()))
+    last.ok_or_else(|| Error::Verification("no seed given".into()))
+}
+
+fn check_same_inputs(a: &[InputSpec], b: &[InputSpec]) -> Result<()> {
+    let same = a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.name == y.name && x.dtype == y.dtype && x.shape == y.shape);
+    if same {
+        return Ok(());
+    }
+    let show = |v: &[InputSpec]| {
+        v.iter()
+            .map(|s| format!("{} {}{:?}", s.name, s.dtype, s.shape))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(Error::Verification(format!(
+        "the compiled model's inputs ({}) differ from the original's ({})",
+        show(b),
+        show(a)
+    )))
 }

@@ -38,6 +38,8 @@ pub enum Error {
     UnknownPass { name: String, valid: String },
     #[error("reference runtime: {0}")]
     Runtime(String),
+    #[error("onnxruntime library {}: {reason}", path.display())]
+    OnnxRuntime { path: PathBuf, reason: String },
     #[error("verification failed: {0}")]
     Verification(String),
 }

@@ -26,9 +26,11 @@ pub struct Args {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Check the result against the input on seeded random inputs with the CPU reference
-    /// runtime; on a mismatch nothing is written and the exit code is 3.
+    /// runtime (--reference); on a mismatch nothing is written and the exit code is 3.
     #[arg(long)]
     verify: bool,
+    #[command(flatten)]
+    runtime: super::runtime::RuntimeArgs,
     /// Seed of the first verification input (with --verify).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -116,6 +118,22 @@ pub fn run(a: Args) -> Result<(), Exit> {
     pipeline.context.fold_budget_bytes = a.fold_budget;
 
     let quiet = a.quiet || a.json;
+    // Resolved before compiling, so a bad --onnxruntime fails fast.
+    let runtime = if a.verify {
+        Some(a.runtime.resolve(quiet)?)
+    } else {
+        None
+    };
+    let seeds: Vec<u64> = (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect();
+    // The original runs first and is dropped before compiling: the two models are never in
+    // memory together.
+    let expected = match &runtime {
+        Some(rt) => Some(
+            detrc::driver::run_original(&a.input, &seeds, rt)
+                .with_context(|| format!("verification could not run {}", a.input.display()))?,
+        ),
+        None => None,
+    };
     let tty = std::io::stderr().is_terminal();
     let t0 = std::time::Instant::now();
     let mut on = |e: Event| {
@@ -152,21 +170,19 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let compile_s = t0.elapsed().as_secs_f64();
 
     let mut verification = None;
-    if a.verify {
-        let bytes = {
-            let mut v = Vec::new();
-            detrc::emit::write_model(&compiled.model, &mut v)?;
-            v
-        };
-        let seeds: Vec<u64> = (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect();
-        let v = detrc::driver::verify(
-            &a.input,
-            &bytes,
-            &seeds,
+    if let (Some(runtime), Some(expected)) = (&runtime, &expected) {
+        // Pages of the input's memory map that only the original's weights used (those
+        // folded into new tensors) would stay resident; the compiled model's run faults back
+        // in the ones it reads.
+        detrc::load::release_mapped_pages();
+        let v = detrc::driver::check_candidate(
+            expected,
+            detrc::driver::Candidate::Model(&compiled.model),
             Tolerance {
                 atol: a.atol,
                 rtol: a.rtol,
             },
+            runtime,
         )
         .context("verification could not run")?;
         if !v.ok() {
@@ -189,10 +205,12 @@ pub fn run(a: Args) -> Result<(), Exit> {
             return Err(Exit(
                 EXIT_VERIFY,
                 anyhow!(
-                    "outputs differ from the original (seed {}, atol {}, rtol {}); nothing written:\n  {}",
+                    "outputs differ from the original (seed {}, atol {}, rtol {}, {}); nothing \
+                     written:\n  {}",
                     v.seed,
                     a.atol,
                     a.rtol,
+                    v.runtime,
                     lines.join("\n  ")
                 ),
             ));
@@ -233,6 +251,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "ops_before": compiled.ops_before, "ops_after": compiled.ops_after,
             "seconds": compile_s,
             "verified": verification.as_ref().map(|v| v.ok()),
+            "verified_with": verification.as_ref().map(|v| v.runtime.clone()),
         });
         println!("{}", serde_json::to_string(&j)?);
     } else if !a.quiet {
@@ -243,7 +262,8 @@ pub fn run(a: Args) -> Result<(), Exit> {
             a.output.display(),
             match &verification {
                 Some(v) => format!(
-                    ", verified (max |diff| {:.2e})",
+                    ", verified with {} (max |diff| {:.2e})",
+                    v.runtime,
                     v.outputs.iter().map(|o| o.max_abs).fold(0f32, f32::max)
                 ),
                 None => String::new(),

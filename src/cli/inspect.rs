@@ -62,6 +62,17 @@ pub fn run(a: Args) -> Result<(), Exit> {
         })
         .collect();
     let hist = g.op_histogram();
+    // What `--verify` and the CPU backend would run this model with, by default.
+    let runtime = match detrc::reference::RuntimeChoice::default().resolve() {
+        Ok((rt, note)) => {
+            let mut s = rt.describe_for(detrc::reference::Purpose::Verify);
+            if let Some(n) = note {
+                s = format!("{s} ({n})");
+            }
+            s
+        }
+        Err(e) => format!("none usable: {e}"),
+    };
     if a.json {
         let j = serde_json::json!({
             "model": a.model,
@@ -70,6 +81,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "inputs": inputs.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect::<Vec<_>>(),
             "outputs": outputs.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect::<Vec<_>>(),
             "ops": hist,
+            "reference_runtime": runtime,
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
@@ -77,6 +89,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     println!("model:   {}", a.model.display());
     println!("opset:   {}", g.opset());
     println!("nodes:   {}", g.num_ops());
+    println!("runtime: {runtime}");
     for (n, t) in &inputs {
         println!("input:   {n}: {t}");
     }

@@ -5,6 +5,7 @@ mod build;
 mod compile;
 mod inspect;
 mod run;
+mod runtime;
 
 use std::process::ExitCode;
 

@@ -1,5 +1,6 @@
 //! Inference backends: what `detrc run` and `detrc bench` need from a runtime, the CPU backend
-//! (the tract reference runtime on ONNX), and the checks that a model is DETR-shaped.
+//! (onnxruntime or tract on ONNX, see [`crate::reference`]), and the checks that a model is
+//! DETR-shaped.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use ndarray::{ArrayD, IxDyn};
 use super::error::{Result, RunError};
 use super::postprocess::DetrOutputs;
 use super::preprocess;
-use crate::reference::Reference;
+use crate::reference::{Model, Purpose, Reference, Runtime, RuntimeChoice};
 
 /// The static input geometry `[batch, 3, height, width]` of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,11 @@ pub trait Backend {
     /// "cpu" or "tensorrt".
     fn name(&self) -> &'static str;
     fn shape(&self) -> ModelShape;
+    /// The runtime under the backend and its version, where there is a choice (the CPU
+    /// backend: "onnxruntime 1.31.1" or "tract 0.23").
+    fn runtime(&self) -> Option<String> {
+        None
+    }
     /// Runs a pre-processed batch `[batch, 3, height, width]` (see [`preprocess`]).
     fn infer_tensor(&mut self, input: &[f32]) -> Result<DetrOutputs>;
     /// Pre-processes and runs `images` (exactly `shape().batch` of them). Backends with their
@@ -152,17 +158,24 @@ pub(crate) fn assemble(
     })
 }
 
-/// The CPU backend: the tract reference runtime on an ONNX model.
+/// The CPU backend: a reference runtime (onnxruntime or tract) on an ONNX model.
 pub struct CpuBackend {
     reference: Reference,
+    runtime: Runtime,
     shape: ModelShape,
     input_dims: Vec<usize>,
 }
 
 impl CpuBackend {
+    /// [`Self::load_with`] the default runtime: onnxruntime when installed, else tract.
+    pub fn load(path: &Path) -> Result<CpuBackend> {
+        let (runtime, _) = RuntimeChoice::default().resolve()?;
+        Self::load_with(path, &runtime)
+    }
+
     /// Loads and checks the model: one static `[B,3,H,W]` input, and, where the ONNX file
     /// declares static output shapes, DETR-shaped outputs (checked again on every run).
-    pub fn load(path: &Path) -> Result<CpuBackend> {
+    pub fn load_with(path: &Path, runtime: &Runtime) -> Result<CpuBackend> {
         let proto = crate::load::load_proto(path)?;
         let specs = crate::reference::input_specs(&proto)?;
         let spec = match specs.as_slice() {
@@ -190,11 +203,18 @@ impl CpuBackend {
         if let Some(declared) = declared_outputs(&proto) {
             identify_outputs(&declared, shape.batch)?;
         }
+        let names = crate::reference::output_names(&proto);
         drop(proto);
-        let reference = Reference::from_path(path)?;
+        let reference = Reference::load(
+            Model::Path(path),
+            runtime,
+            Purpose::Inference,
+            Some((specs.clone(), names)),
+        )?;
         Ok(CpuBackend {
             input_dims: spec.shape.clone(),
             reference,
+            runtime: runtime.clone(),
             shape,
         })
     }
@@ -219,6 +239,10 @@ impl Backend for CpuBackend {
 
     fn shape(&self) -> ModelShape {
         self.shape
+    }
+
+    fn runtime(&self) -> Option<String> {
+        Some(self.runtime.describe())
     }
 
     fn infer_tensor(&mut self, input: &[f32]) -> Result<DetrOutputs> {
