@@ -23,11 +23,13 @@ ITERS=${ITERS:-20}
 THREADS=${THREADS:-2}
 PY=${PY:-.venv/bin/python}
 FIXPY=${FIXPY:-$PY}
+# python with onnxsim (default: PY)
+SIMPY=${SIMPY:-$PY}
 OUT=bench-out/reference
 mkdir -p "$OUT"
 command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
 
-cargo build --release --locked -q
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -q
 DETRC=target/release/detrc
 PYTHON=$PY scripts/install_onnxruntime.sh >/dev/null
 export DETRC_ONNXRUNTIME="$PWD/.ort/libonnxruntime.so.1.31.1"
@@ -35,7 +37,7 @@ if [ ! -f "$MODEL" ]; then
     echo "generating $MODEL (random seeded DETR-R50)..." >&2
     "$FIXPY" scripts/make_fixtures.py --config r50 --out "$MODEL"
 fi
-"$PY" -c "import onnxsim" 2>/dev/null || scripts/setup_python.sh --fixtures
+"$SIMPY" -c "import onnxsim" 2>/dev/null || scripts/setup_python.sh --fixtures
 
 # median seconds and max KB over RUNS runs of a command
 measure() {
@@ -54,7 +56,7 @@ for _ in $(seq "$RUNS"); do
     /usr/bin/time -f "%e %M" -o "$OUT/v.one" "$DETRC" compile "$MODEL" -o "$OUT/r50.detrc.onnx" --verify \
         --reference onnxruntime 2>"$OUT/verify.log" || { cat "$OUT/verify.log" >&2; exit 1; }
     cat "$OUT/v.one" >>"$OUT/v.all"
-    /usr/bin/time -f "%e %M" -o "$OUT/s.one" "$PY" -m onnxsim "$MODEL" "$OUT/r50.onnxsim.onnx" >/dev/null 2>&1
+    /usr/bin/time -f "%e %M" -o "$OUT/s.one" "$SIMPY" -m onnxsim "$MODEL" "$OUT/r50.onnxsim.onnx" >/dev/null 2>&1
     cat "$OUT/s.one" >>"$OUT/s.all"
 done
 med() { sort -n "$1" | awk '{t[NR]=$1; if ($2>m) m=$2} END {print t[int((NR+1)/2)], m}'; }
