@@ -68,6 +68,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         // Both runtimes when the user named none and onnxruntime is there: the model and the
         // original on tract as well.
         let named = a.backend.runtime.reference.is_some()
+            || a.backend.runtime.onnxruntime.is_some()
             || matches!(
                 a.backend.backend,
                 Some(BackendKind::Onnxruntime | BackendKind::Tract)
