@@ -14,7 +14,7 @@
 
 use crate::eval::{attrs, Tensor};
 use crate::ir::{Graph, NodeId, NodeKind, Port};
-use crate::pass::{Context, Outcome, Pass};
+use crate::pass::{pattern, Context, Outcome, Pass};
 
 pub struct EliminateNoops;
 
@@ -55,21 +55,13 @@ impl Pass for EliminateNoops {
     }
 }
 
+/// Symbolic dimensions count as equal by name: ONNX gives one name one value.
 fn same_type(g: &Graph, a: Port, b: Port) -> bool {
-    match (g.ty(a), g.ty(b)) {
-        (Some(x), Some(y)) => {
-            x.dtype == y.dtype && x.static_shape().is_some() && x.static_shape() == y.static_shape()
-        }
-        _ => false,
-    }
+    pattern::same_type(g, a, b)
 }
 
 fn const_of(g: &Graph, p: Option<Port>) -> Option<Tensor> {
-    let t = g.const_tensor(p?)?;
-    if t.dims.iter().product::<i64>() > 1 << 20 {
-        return None;
-    }
-    Tensor::from_proto(t).ok()
+    pattern::const_value(g, p?)
 }
 
 /// If node `n` passes one of its inputs through unchanged, that input.

@@ -5,6 +5,7 @@
 //! A size budget keeps folding from inflating the model: a result may only be larger than the
 //! constants it consumes by `Context::fold_budget_bytes`.
 
+use super::infer_shapes::{infer_node_with, SymValues};
 use crate::eval::{ops, EvalError, Tensor};
 use crate::ir::{Graph, NodeId, NodeKind, Port, TensorType, Value};
 use crate::pass::{Context, Outcome, Pass};
@@ -77,6 +78,22 @@ const FOLDABLE: &[&str] = &[
     "Softmax",
     "LogSoftmax",
     "LayerNormalization",
+    "Mod",
+    "Clip",
+    "Sign",
+    "Erf",
+    "Atan",
+    "Softplus",
+    "IsNaN",
+    "IsInf",
+    "ArgMax",
+    "ArgMin",
+    "Trilu",
+    "GatherElements",
+    "GatherND",
+    "ScatterElements",
+    "ScatterND",
+    "NonZero",
 ];
 
 /// Constant inputs larger than this are not evaluated (evaluation copies them).
@@ -138,18 +155,29 @@ pub fn fold_where(
 ) -> FoldResult {
     let mut res = FoldResult::default();
     let opset = g.opset();
+    let mut syms = SymValues::default();
     for n in g.topo_ops() {
         if !g.contains(n) {
             continue;
         }
         // Typing each node just before looking at it lets one sweep fold a whole chain of
         // Shape -> Gather -> Concat -> Reshape -> Shape ... in topological order.
-        super::infer_shapes::infer_node(g, n);
+        infer_node_with(g, n, &mut syms);
         let Some(op) = g.node(n).op() else { continue };
-        if !crate::ir::is_onnx_domain(&op.domain) || !is_foldable(&op.op_type) {
+        if !crate::ir::is_onnx_domain(&op.domain) || !select(g, n) {
             continue;
         }
-        if !select(g, n) {
+        // Shape arithmetic whose result is known although its inputs are not all constant:
+        // `Gather(Shape(x), 1)` of `x: [batch, 256, ...]` is 256.
+        if let Some(t) = known_shape_value(g, &syms, n) {
+            replace_with_constants(g, n, vec![t]);
+            syms.forget(n);
+            res.folded += 1;
+            res.created += 1;
+            continue;
+        }
+        let Some(op) = g.node(n).op() else { continue };
+        if !is_foldable(&op.op_type) {
             continue;
         }
         let op_type = op.op_type.clone();
@@ -259,20 +287,47 @@ pub fn fold_where(
             ));
             continue;
         }
-        // New constants first, uses moved, then the node goes: the constants take over the
-        // folded tensors' names, so the graph reads the same.
-        for (slot, (v, t)) in node_outs.iter().zip(outputs).enumerate() {
-            if v.name.is_empty() {
-                continue;
-            }
-            let c = add_const_named(g, v, t.to_proto(&v.name));
-            g.replace_all_uses(Port::new(n, slot), Port::new(c, 0));
-            res.created += 1;
-        }
-        g.remove_node(n);
+        res.created += replace_with_constants(g, n, outputs);
+        syms.forget(n);
         res.folded += 1;
     }
     res
+}
+
+/// The value of node `n`'s only output if it is a small integer tensor whose every element is
+/// known from shape arithmetic, and the node is not a constant already.
+fn known_shape_value(g: &Graph, syms: &SymValues, n: NodeId) -> Option<Tensor> {
+    let node = g.node(n);
+    if node.is("Constant") || node.outputs.len() != 1 {
+        return None;
+    }
+    let out = Port::new(n, 0);
+    let ty = g.ty(out)?;
+    let v = syms.known(g, out)?;
+    let t = match ty.static_shape()?.as_slice() {
+        [] if v.len() == 1 => Tensor::scalar_i64(v[0]),
+        [k] if *k as usize == v.len() => Tensor::vec_i64(v),
+        _ => return None,
+    };
+    ops::cast(&t, ty.dtype).ok()
+}
+
+/// Replaces node `n` by initializers holding its outputs. New constants first, uses moved,
+/// then the node goes: the constants take over the folded tensors' names, so the graph reads
+/// the same. Returns how many constants were made.
+fn replace_with_constants(g: &mut Graph, n: NodeId, outputs: Vec<Tensor>) -> usize {
+    let node_outs = g.node(n).outputs.clone();
+    let mut created = 0;
+    for (slot, (v, t)) in node_outs.iter().zip(outputs).enumerate() {
+        if v.name.is_empty() {
+            continue;
+        }
+        let c = add_const_named(g, v, t.to_proto(&v.name));
+        g.replace_all_uses(Port::new(n, slot), Port::new(c, 0));
+        created += 1;
+    }
+    g.remove_node(n);
+    created
 }
 
 /// Adds an initializer that takes over the name of a value whose producer was just removed.

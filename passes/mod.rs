@@ -8,10 +8,14 @@ pub mod fold_batchnorm;
 pub mod fold_constants;
 pub mod fold_mask;
 pub mod fold_scale;
+pub mod fuse_layernorm;
 pub mod fuse_matmul;
 pub mod identity_chains;
 pub mod infer_shapes;
+pub mod merge_reshapes;
+pub mod merge_transposes;
 pub mod prune_aux_heads;
+pub mod simplify_where;
 pub mod to_fp16;
 
 use crate::pass::Pass;
@@ -22,10 +26,14 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(infer_shapes::InferShapes),
         Box::new(fold_mask::FoldMask),
         Box::new(fold_constants::FoldConstants),
+        Box::new(fuse_layernorm::FuseLayerNorm),
         Box::new(prune_aux_heads::PruneAuxHeads),
         Box::new(canonicalize_gather::CanonicalizeGather),
         Box::new(identity_chains::IdentityChains),
+        Box::new(simplify_where::SimplifyWhere),
         Box::new(eliminate_noops::EliminateNoops),
+        Box::new(merge_reshapes::MergeReshapes),
+        Box::new(merge_transposes::MergeTransposes),
         Box::new(fold_batchnorm::FoldBatchNorm),
         Box::new(fold_scale::FoldScale),
         Box::new(fuse_matmul::FuseMatMul),

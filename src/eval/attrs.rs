@@ -72,3 +72,12 @@ pub fn axis(a: i64, rank: usize) -> Option<usize> {
     let v = if a < 0 { a.checked_add(r)? } else { a };
     (0..r).contains(&v).then_some(v as usize)
 }
+
+pub fn make_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        s: Some(v.as_bytes().to_vec().into()),
+        r#type: Some(crate::load::proto::attr_type::STRING),
+        ..Default::default()
+    }
+}

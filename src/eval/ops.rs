@@ -5,7 +5,7 @@
 #![allow(clippy::bool_comparison)]
 
 use half::f16;
-use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
+use ndarray::{ArrayD, Axis, Dimension, IxDyn, Slice, Zip};
 
 use super::attrs::{self, axis};
 use super::tensor::Tensor;
@@ -821,7 +821,378 @@ pub fn eval_op(
         "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceMean" | "ReduceProd" => {
             reduce(op, at, inputs, opset)
         }
+        "Mod" => {
+            let (a, b) = (x()?, y()?);
+            let fmod = attrs::int_or(at, "fmod", 0) != 0;
+            if !b.dtype().is_float() && b.as_i64_vec().is_some_and(|v| v.contains(&0)) {
+                return inv("integer modulo by zero");
+            }
+            one(match (a, b) {
+                // Integer Mod takes the divisor's sign (Python's %) unless fmod is set.
+                (Tensor::I64(p), Tensor::I64(q)) => Tensor::I64(zip2(p, q, |u, v| {
+                    let r = u.wrapping_rem(v);
+                    if !fmod && r != 0 && (r < 0) != (v < 0) {
+                        r + v
+                    } else {
+                        r
+                    }
+                })?),
+                (Tensor::I32(p), Tensor::I32(q)) => Tensor::I32(zip2(p, q, |u, v| {
+                    let r = u.wrapping_rem(v);
+                    if !fmod && r != 0 && (r < 0) != (v < 0) {
+                        r + v
+                    } else {
+                        r
+                    }
+                })?),
+                (Tensor::F32(p), Tensor::F32(q)) if fmod => Tensor::F32(zip2(p, q, |u, v| u % v)?),
+                (Tensor::F64(p), Tensor::F64(q)) if fmod => Tensor::F64(zip2(p, q, |u, v| u % v)?),
+                (p, q) => return inv(format!("Mod of {} and {}", p.dtype(), q.dtype())),
+            })
+        }
+        "Clip" => {
+            let data = x()?;
+            let (lo, hi) = if opset >= 11 {
+                let get = |i: usize| -> R<Option<f64>> {
+                    match inputs.get(i).and_then(Option::as_ref) {
+                        None => Ok(None),
+                        Some(t) => Ok(Some(
+                            *t.as_f64_vec()
+                                .ok_or(EvalError::Invalid("Clip bound".into()))?
+                                .first()
+                                .ok_or(EvalError::Invalid("Clip bound".into()))?,
+                        )),
+                    }
+                };
+                (get(1)?, get(2)?)
+            } else {
+                (
+                    attrs::float(at, "min").map(f64::from),
+                    attrs::float(at, "max").map(f64::from),
+                )
+            };
+            let clamp = |v: f64| {
+                let v = lo.map_or(v, |l| if v < l { l } else { v });
+                hi.map_or(v, |h| if v > h { h } else { v })
+            };
+            one(signed_unary(data, op, clamp, |v| clamp(v as f64) as i64)?)
+        }
+        "Sign" => one(signed_unary(
+            x()?,
+            op,
+            |v| if v == 0.0 { 0.0 } else { v.signum() },
+            i64::signum,
+        )?),
+        "Erf" => one(float_unary(x()?, op, erf)?),
+        "Atan" => one(float_unary(x()?, op, f64::atan)?),
+        "Softplus" => one(float_unary(x()?, op, |v| v.exp().ln_1p())?),
+        "IsNaN" => one(Tensor::Bool(float_array(x()?, op)?.mapv(f64::is_nan))),
+        "IsInf" => {
+            let pos = attrs::int_or(at, "detect_positive", 1) != 0;
+            let neg = attrs::int_or(at, "detect_negative", 1) != 0;
+            one(Tensor::Bool(float_array(x()?, op)?.mapv(|v| {
+                v.is_infinite() && ((v > 0.0 && pos) || (v < 0.0 && neg))
+            })))
+        }
+        "ArgMax" | "ArgMin" => {
+            let a = float_array(x()?, op)?;
+            let ax = axis(attrs::int_or(at, "axis", 0), a.ndim())
+                .ok_or(EvalError::Invalid(format!("{op} axis")))?;
+            let keep = attrs::int_or(at, "keepdims", 1) != 0;
+            let last = attrs::int_or(at, "select_last_index", 0) != 0;
+            let mut out = a.map_axis(Axis(ax), |lane| {
+                let mut best = 0usize;
+                for (i, &v) in lane.iter().enumerate() {
+                    let b = lane[best];
+                    let better = if op == "ArgMax" { v > b } else { v < b };
+                    if better || (last && v == b) {
+                        best = i;
+                    }
+                }
+                best as i64
+            });
+            if keep {
+                out = out.insert_axis(Axis(ax));
+            }
+            one(Tensor::I64(out))
+        }
+        "Trilu" => {
+            let data = x()?;
+            let k = match inputs.get(1).and_then(Option::as_ref) {
+                Some(t) => *t
+                    .as_i64_vec()
+                    .and_then(|v| v.first().copied())
+                    .as_ref()
+                    .ok_or(EvalError::Invalid("Trilu k".into()))?,
+                None => 0,
+            };
+            let upper = attrs::int_or(at, "upper", 1) != 0;
+            let r = data.shape().len();
+            if r < 2 {
+                return inv("Trilu of a tensor of rank < 2");
+            }
+            one(map_any!(data, a => {
+                let mut o = a.clone();
+                for (ix, v) in o.indexed_iter_mut() {
+                    let (i, j) = (ix[r - 2] as i64, ix[r - 1] as i64);
+                    let keep = if upper { j - i >= k } else { j - i <= k };
+                    if !keep {
+                        *v = Default::default();
+                    }
+                }
+                o
+            }))
+        }
+        "GatherElements" => {
+            let data = x()?;
+            let idx = y()?;
+            let s = data.shape();
+            let ax = axis(attrs::int_or(at, "axis", 0), s.len())
+                .ok_or(EvalError::Invalid("GatherElements axis".into()))?;
+            let is = idx.shape();
+            if is.len() != s.len() {
+                return inv("GatherElements ranks differ");
+            }
+            let iv = idx
+                .as_i64_vec()
+                .ok_or(EvalError::Invalid("GatherElements indices".into()))?;
+            let iv = ArrayD::from_shape_vec(IxDyn(&is), iv).expect("same len");
+            let n = s[ax] as i64;
+            if iv.iter().any(|&i| !(-n..n).contains(&i)) {
+                return inv("GatherElements index out of range");
+            }
+            if (0..s.len()).any(|d| d != ax && is[d] > s[d]) {
+                return inv("GatherElements indices larger than data");
+            }
+            one(map_any!(data, a => ArrayD::from_shape_fn(IxDyn(&is), |ix| {
+                let mut src: Vec<usize> = ix.slice().to_vec();
+                let i = iv[&ix];
+                src[ax] = (if i < 0 { i + n } else { i }) as usize;
+                a[IxDyn(&src)]
+            })))
+        }
+        "ScatterElements" => {
+            let data = x()?;
+            let idx = y()?;
+            let upd = input(inputs, 2, op)?;
+            if attrs::string(at, "reduction").is_some_and(|r| r != "none") {
+                return unsupported("ScatterElements with a reduction");
+            }
+            let s = data.shape();
+            let ax = axis(attrs::int_or(at, "axis", 0), s.len())
+                .ok_or(EvalError::Invalid("ScatterElements axis".into()))?;
+            let is = idx.shape();
+            if is != upd.shape() || is.len() != s.len() {
+                return inv("ScatterElements shapes");
+            }
+            let iv = idx
+                .as_i64_vec()
+                .ok_or(EvalError::Invalid("ScatterElements indices".into()))?;
+            let n = s[ax] as i64;
+            let mut targets = Vec::with_capacity(iv.len());
+            let positions: Vec<Vec<usize>> = ndarray::indices(IxDyn(&is))
+                .into_iter()
+                .map(|ix| ix.slice().to_vec())
+                .collect();
+            for (pos, &i) in positions.iter().zip(&iv) {
+                if !(-n..n).contains(&i) || (0..s.len()).any(|d| d != ax && pos[d] >= s[d]) {
+                    return inv("ScatterElements index out of range");
+                }
+                let mut t = pos.clone();
+                t[ax] = (if i < 0 { i + n } else { i }) as usize;
+                targets.push(t);
+            }
+            scatter(data, upd, &targets)
+        }
+        "ScatterND" => {
+            let data = x()?;
+            let idx = y()?;
+            let upd = input(inputs, 2, op)?;
+            if attrs::string(at, "reduction").is_some_and(|r| r != "none") {
+                return unsupported("ScatterND with a reduction");
+            }
+            let s = data.shape();
+            let is = idx.shape();
+            let k = *is
+                .last()
+                .ok_or(EvalError::Invalid("ScatterND indices".into()))?;
+            if k > s.len() {
+                return inv("ScatterND index depth exceeds the rank");
+            }
+            let mut want: Vec<usize> = is[..is.len() - 1].to_vec();
+            want.extend_from_slice(&s[k..]);
+            if upd.shape() != want {
+                return inv("ScatterND updates shape");
+            }
+            let iv = idx
+                .as_i64_vec()
+                .ok_or(EvalError::Invalid("ScatterND indices".into()))?;
+            let inner: Vec<usize> = s[k..].to_vec();
+            let inner_pos: Vec<Vec<usize>> = ndarray::indices(IxDyn(&inner))
+                .into_iter()
+                .map(|ix| ix.slice().to_vec())
+                .collect();
+            let mut targets = Vec::with_capacity(upd.len());
+            for row in iv
+                .chunks(k.max(1))
+                .take(if k == 0 { 1 } else { iv.len() / k })
+            {
+                let mut base = Vec::with_capacity(s.len());
+                for (d, &i) in row.iter().enumerate().take(k) {
+                    let n = s[d] as i64;
+                    if !(-n..n).contains(&i) {
+                        return inv("ScatterND index out of range");
+                    }
+                    base.push((if i < 0 { i + n } else { i }) as usize);
+                }
+                for p in &inner_pos {
+                    let mut t = base.clone();
+                    t.extend_from_slice(p);
+                    targets.push(t);
+                }
+            }
+            if targets.len() != upd.len() {
+                return inv("ScatterND updates count");
+            }
+            scatter(data, upd, &targets)
+        }
+        "GatherND" => {
+            let data = x()?;
+            let idx = y()?;
+            if attrs::int_or(at, "batch_dims", 0) != 0 {
+                return unsupported("GatherND with batch_dims");
+            }
+            let s = data.shape();
+            let is = idx.shape();
+            let k = *is
+                .last()
+                .ok_or(EvalError::Invalid("GatherND indices".into()))?;
+            if k == 0 || k > s.len() {
+                return inv("GatherND index depth");
+            }
+            let iv = idx
+                .as_i64_vec()
+                .ok_or(EvalError::Invalid("GatherND indices".into()))?;
+            let mut out_shape: Vec<usize> = is[..is.len() - 1].to_vec();
+            out_shape.extend_from_slice(&s[k..]);
+            check_size(&out_shape)?;
+            let inner: usize = s[k..].iter().product();
+            let mut rows = Vec::new();
+            for row in iv.chunks(k) {
+                let mut base = Vec::with_capacity(k);
+                for (d, &i) in row.iter().enumerate() {
+                    let n = s[d] as i64;
+                    if !(-n..n).contains(&i) {
+                        return inv("GatherND index out of range");
+                    }
+                    base.push((if i < 0 { i + n } else { i }) as usize);
+                }
+                rows.push(base);
+            }
+            one(try_map_any!(data, a => {
+                let std = a.as_standard_layout();
+                let flat = std.as_slice().expect("standard layout");
+                let strides: Vec<usize> = (0..k).map(|d| s[d + 1..].iter().product()).collect();
+                let mut v = Vec::with_capacity(rows.len() * inner);
+                for b in &rows {
+                    let off: usize = b.iter().zip(&strides).map(|(i, st)| i * st).sum();
+                    v.extend_from_slice(&flat[off..off + inner]);
+                }
+                ArrayD::from_shape_vec(IxDyn(&out_shape), v)
+                    .or_else(|e| inv(format!("GatherND: {e}")))
+            }))
+        }
+        "NonZero" => {
+            let data = x()?;
+            let s = data.shape();
+            let nz: Vec<bool> = match data {
+                Tensor::Bool(a) => a.iter().copied().collect(),
+                other => other
+                    .as_f64_vec()
+                    .ok_or(EvalError::Invalid("NonZero".into()))?
+                    .iter()
+                    .map(|&v| v != 0.0)
+                    .collect(),
+            };
+            let hits: Vec<Vec<usize>> = ndarray::indices(IxDyn(&s))
+                .into_iter()
+                .zip(nz)
+                .filter(|(_, z)| *z)
+                .map(|(ix, _)| ix.slice().to_vec())
+                .collect();
+            let r = s.len();
+            let mut v = vec![0i64; r * hits.len()];
+            for (j, h) in hits.iter().enumerate() {
+                for d in 0..r {
+                    v[d * hits.len() + j] = h[d] as i64;
+                }
+            }
+            one(Tensor::I64(
+                ArrayD::from_shape_vec(IxDyn(&[r, hits.len()]), v).expect("sized"),
+            ))
+        }
         _ => unsupported(op.to_string()),
+    }
+}
+
+/// Any float tensor's values as f64 (for predicates and arg-reductions).
+fn float_array(t: &Tensor, op: &str) -> R<ArrayD<f64>> {
+    let v = t
+        .as_f64_vec()
+        .ok_or(EvalError::Invalid(format!("{op} of {}", t.dtype())))?;
+    Ok(ArrayD::from_shape_vec(IxDyn(&t.shape()), v).expect("same len"))
+}
+
+/// A copy of `data` with `updates` written at `targets` (one full index per update element,
+/// in the updates' order; later writes win, as in the reference implementation).
+fn scatter(data: &Tensor, updates: &Tensor, targets: &[Vec<usize>]) -> R<Vec<Tensor>> {
+    macro_rules! sc {
+        ($v:ident) => {{
+            let (Tensor::$v(a), Tensor::$v(u)) = (data, updates) else {
+                return inv("scatter updates differ in type from the data");
+            };
+            let mut o = a.clone();
+            for (t, &v) in targets.iter().zip(u.iter()) {
+                *o.get_mut(IxDyn(t))
+                    .ok_or(EvalError::Invalid("scatter index out of range".into()))? = v;
+            }
+            Tensor::$v(o)
+        }};
+    }
+    Ok(vec![match data {
+        Tensor::F32(_) => sc!(F32),
+        Tensor::F64(_) => sc!(F64),
+        Tensor::F16(_) => sc!(F16),
+        Tensor::I64(_) => sc!(I64),
+        Tensor::I32(_) => sc!(I32),
+        Tensor::I8(_) => sc!(I8),
+        Tensor::U8(_) => sc!(U8),
+        Tensor::Bool(_) => sc!(Bool),
+    }])
+}
+
+/// The error function (Abramowitz-Stegun 7.1.26 is too coarse for folding; this is the
+/// series / continued-fraction pair, accurate to f64 rounding for the f32 results kept).
+fn erf(x: f64) -> f64 {
+    if x.abs() < 2.5 {
+        // Maclaurin series: erf x = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)).
+        let mut term = x;
+        let mut sum = x;
+        let x2 = x * x;
+        for n in 1..60 {
+            term *= -x2 / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // Continued fraction for erfc, evaluated from the tail (Lentz is not needed here).
+        let ax = x.abs();
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (ax + f);
+        }
+        let erfc = (-ax * ax).exp() / std::f64::consts::PI.sqrt() / (ax + f);
+        (1.0 - erfc).copysign(x)
     }
 }
 

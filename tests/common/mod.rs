@@ -250,3 +250,64 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+impl M {
+    /// A float input whose dimensions may be symbolic (`"batch"`) or numbers (`"3"`).
+    pub fn input_dims(mut self, name: &str, dims: &[&str]) -> Self {
+        let shape = dims
+            .iter()
+            .map(|d| match d.parse::<i64>() {
+                Ok(v) => detrc::ir::Dim::Fixed(v),
+                Err(_) => detrc::ir::Dim::Param(d.to_string()),
+            })
+            .collect();
+        let ty = TensorType {
+            dtype: DType::F32,
+            shape: Some(shape),
+        };
+        self.inputs.push(ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(ty.to_proto()),
+            doc_string: None,
+            metadata_props: vec![],
+        });
+        self
+    }
+    /// A boolean initializer.
+    pub fn bools(mut self, name: &str, dims: &[i64], v: &[bool]) -> Self {
+        self.inits.push(le_tensor(
+            name,
+            dims,
+            DType::BOOL,
+            v.iter().map(|&b| b as u8),
+        ));
+        self
+    }
+}
+
+/// Runs `pass` after shape inference; checks validity and, when the inputs are static, that
+/// the outputs stay the same under the reference runtime; snapshots the IR before and after.
+pub fn check_snap(name: &str, m: &M, pass: &dyn Pass) -> (Graph, Outcome) {
+    let mut g = m.graph();
+    apply(&mut g, &detrc::passes::infer_shapes::InferShapes);
+    let before = g.clone();
+    let o = apply(&mut g, pass);
+    let static_inputs = g.graph_inputs().iter().all(|&n| {
+        g.node(n).outputs[0]
+            .ty
+            .as_ref()
+            .and_then(TensorType::static_shape)
+            .is_some()
+    });
+    if static_inputs {
+        assert_same_outputs_graph(&before, &g);
+    }
+    insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!(format!("unit__{name}"), format!(
+            "--- before\n{}--- after ({o:?})\n{}",
+            before.dump(),
+            g.dump()
+        ));
+    });
+    (g, o)
+}
