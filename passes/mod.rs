@@ -26,7 +26,6 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(infer_shapes::InferShapes),
         Box::new(fold_mask::FoldMask),
         Box::new(fold_constants::FoldConstants),
-        Box::new(fuse_layernorm::FuseLayerNorm),
         Box::new(prune_aux_heads::PruneAuxHeads),
         Box::new(canonicalize_gather::CanonicalizeGather),
         Box::new(identity_chains::IdentityChains),
@@ -45,6 +44,9 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
 /// Every pass, including those not in the default pipeline.
 pub fn all() -> Vec<Box<dyn Pass>> {
     let mut v = registry();
+    // Opt-in until its output type bug (a fused norm typed like its scale on detr_tiny_op12)
+    // is fixed: tract rejects the written model.
+    v.push(Box::new(fuse_layernorm::FuseLayerNorm));
     v.push(Box::new(to_fp16::ToFp16::default()));
     v
 }
