@@ -54,11 +54,12 @@ pub fn by_name(name: &str) -> Option<Box<dyn Pass>> {
 /// `None`), less those in `skip`. An unknown name in either list is an error listing the valid
 /// ones, so a typo never silently runs a different pipeline.
 pub fn select(only: Option<&[String]>, skip: &[String]) -> crate::Result<Vec<Box<dyn Pass>>> {
+    let valid = names();
     let unknown = |n: &str| crate::Error::UnknownPass {
         name: n.to_string(),
-        valid: names().join(", "),
+        valid: valid.join(", "),
     };
-    if let Some(n) = skip.iter().find(|n| !names().contains(&n.as_str())) {
+    if let Some(n) = skip.iter().find(|n| !valid.contains(&n.as_str())) {
         return Err(unknown(n));
     }
     let passes = match only {
