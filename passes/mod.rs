@@ -9,9 +9,11 @@ pub mod fold_constants;
 pub mod fold_mask;
 pub mod fold_scale;
 pub mod fuse_matmul;
+pub mod generalize_batch;
 pub mod identity_chains;
 pub mod infer_shapes;
 pub mod prune_aux_heads;
+pub mod quantize;
 pub mod to_fp16;
 
 use crate::pass::Pass;
@@ -38,6 +40,7 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
 pub fn all() -> Vec<Box<dyn Pass>> {
     let mut v = registry();
     v.push(Box::new(to_fp16::ToFp16::default()));
+    v.push(Box::new(generalize_batch::GeneralizeBatch));
     v
 }
 

@@ -859,7 +859,7 @@ fn producer_is(g: &Graph, p: Option<Port>, op_type: &str) -> Option<NodeId> {
 
 /// Ops of `Div(Sub(x, ReduceMean(x)), Sqrt(Add(ReduceMean(Pow(Sub, 2)), eps)))`: the layer norm
 /// that exporters emit for opsets without LayerNormalization.
-fn layernorm_patterns(g: &Graph) -> Vec<NodeId> {
+pub fn layernorm_patterns(g: &Graph) -> Vec<NodeId> {
     let mut found = Vec::new();
     for div in g.topo_ops() {
         if !g.node(div).is("Div") {
@@ -900,7 +900,7 @@ fn layernorm_patterns(g: &Graph) -> Vec<NodeId> {
 /// Sigmoids whose output reaches a graph output through data movement only (DETR's
 /// `pred_boxes`): box coordinates are compared against fixed thresholds and image sizes, so
 /// they keep full precision.
-fn output_sigmoids(g: &Graph) -> Vec<NodeId> {
+pub fn output_sigmoids(g: &Graph) -> Vec<NodeId> {
     let mut found = Vec::new();
     for n in g.topo_ops() {
         if !g.node(n).is("Sigmoid") {

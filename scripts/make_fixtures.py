@@ -20,6 +20,7 @@ Usage:
     python scripts/make_fixtures.py --config r50    # DETR-R50, on demand
         [--size 800 800] [--opset 17] [--batch 1] [--out bench-out/x.onnx]
     python scripts/make_fixtures.py --config tiny --opset 13 --batch 3 --out /tmp/t.onnx
+    python scripts/make_fixtures.py --dynamic-only  # only the *_dyn.onnx fixtures
 
 Requires scripts/requirements-fixtures.txt (torch, torchvision, detr, ...).
 """
@@ -87,6 +88,12 @@ COMMITTED = [
     # (config, opset, batch)
     ("tiny", 12, 1), ("tiny", 12, 2), ("tiny", 17, 1), ("tiny", 17, 2),
     ("tiny2", 12, 1), ("tiny2", 12, 2), ("tiny2", 17, 1), ("tiny2", 17, 2),
+]
+# Traced at batch 2 with a dynamic batch axis, as users export for serving: the declared batch
+# is symbolic, but DETR's NestedTensor loop is unrolled over the two traced images.
+DYNAMIC = [
+    # (config, opset, traced batch)
+    ("tiny", 17, 2), ("tiny2", 12, 2),
 ]
 CNN_SEED = 3003
 INPUT_SEED = 424242  # seed of the random image used to check torch vs onnxruntime
@@ -294,7 +301,7 @@ def torch_outputs(model, x) -> dict:
 
 
 def export_detr(cfg_name: str, opset: int, batch: int, out: Path, size=None,
-                model=None, verbose=True) -> dict:
+                model=None, verbose=True, dynamic=False) -> dict:
     cfg = dict(CONFIGS[cfg_name])
     if size is not None:
         cfg["size"] = tuple(size)
@@ -303,7 +310,8 @@ def export_detr(cfg_name: str, opset: int, batch: int, out: Path, size=None,
     x = make_input(batch, cfg["size"])
     ref = torch_outputs(model, x)
     t0 = time.perf_counter()
-    export(model, x, out, opset, ["pred_logits", "pred_boxes"])
+    kw = {"dynamic_axes": {"images": {0: "batch"}}} if dynamic else {}
+    export(model, x, out, opset, ["pred_logits", "pred_boxes"], **kw)
     t_export = time.perf_counter() - t0
     info = check_and_run(out, x, ref)
     info["export_s"] = t_export
@@ -341,6 +349,56 @@ def run_ort(path: Path, x: np.ndarray):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     return {o.name: v for o, v in zip(sess.get_outputs(), sess.run(None, {"images": x}))}
+
+
+def dynamic_entries(models=None) -> list[dict]:
+    """The dynamic-axis exports. Each is checked to run at its traced batch (against torch)
+    and recorded with the batch sizes onnxruntime accepts, which is the point: only the traced
+    one."""
+    models = {} if models is None else models
+    entries = []
+    for cfg_name, opset, batch in DYNAMIC:
+        if cfg_name not in models:
+            models[cfg_name] = build_detr(CONFIGS[cfg_name])
+        # A folder of their own: the static-shape tests iterate over fixtures/*.onnx.
+        out = FIXTURES / "dynamic" / f"detr_{cfg_name}_op{opset}_b{batch}_dyn.onnx"
+        info = export_detr(cfg_name, opset, batch, out, model=models[cfg_name], dynamic=True)
+        cfg = info["cfg"]
+        accepted = []
+        for b in (1, 2, 3, 4):
+            try:
+                run_ort(out, make_input(b, cfg["size"]).numpy())
+                accepted.append(b)
+            except Exception:  # noqa: BLE001 - onnxruntime raises its own types
+                pass
+        print(f"  onnxruntime runs it at batch {accepted} of [1, 2, 3, 4]")
+        entries.append(dict(
+            file=f"fixtures/dynamic/{out.name}", kind="detr", config=cfg_name, opset=opset,
+            batch=batch, traced_batch=batch, dynamic_axes={"images": {"0": "batch"}},
+            runs_at_batch=accepted, input_name="images",
+            input_shape=["batch", 3, *cfg["size"]], output_shapes=info["outputs"],
+            decoder_layers=cfg["dec_layers"], encoder_layers=cfg["enc_layers"],
+            queries=cfg["num_queries"], classes=cfg["num_classes"] + 1,
+            num_classes=cfg["num_classes"], hidden_dim=cfg["hidden_dim"],
+            nheads=cfg["nheads"], dim_feedforward=cfg["dim_feedforward"],
+            backbone=f"{cfg['block']}{cfg['layers']} widths {cfg['widths']}",
+            seed=cfg["seed"], nodes=info["nodes"], size_bytes=out.stat().st_size,
+        ))
+    return entries
+
+
+def make_dynamic_only() -> None:
+    """Re-exports the dynamic-axis fixtures and replaces their manifest entries."""
+    path = FIXTURES / "manifest.json"
+    manifest = json.loads(path.read_text())
+    new = dynamic_entries()
+    names = {e["file"] for e in new}
+    manifest["fixtures"] = [e for e in manifest["fixtures"] if e["file"] not in names] + new
+    for e in new:
+        if e["size_bytes"] > MAX_FIXTURE_BYTES:
+            raise SystemExit(f"{e['file']} is {e['size_bytes']} B > 2 MB")
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"updated fixtures/manifest.json ({len(new)} dynamic fixtures)")
 
 
 def make_all() -> None:
@@ -408,6 +466,8 @@ def make_all() -> None:
                  size_bytes=p.stat().st_size)
         manifest["fixtures"].append(e)
 
+    manifest["fixtures"].extend(dynamic_entries(models))
+
     # Plain CNN (negative tests). TrainingMode.PRESERVE keeps the
     # BatchNormalization nodes (EVAL would fold them into the Convs); torch
     # asks for constant folding to be off in that mode (nothing to fold here).
@@ -444,9 +504,14 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                     help="input size (default: the config's; r50: 800 800)")
     ap.add_argument("--out", type=Path, help="output path (default under bench-out/)")
+    ap.add_argument("--dynamic-only", action="store_true",
+                    help="re-export only the dynamic-batch fixtures (manifest updated)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if args.dynamic_only:
+        make_dynamic_only()
+        return 0
     if args.config is None:
         if args.out or args.size:
             ap.error("--out/--size need --config")

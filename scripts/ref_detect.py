@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
 """Independent reference for `detrc run`: the same detection pipeline with onnxruntime,
-numpy and PIL, written separately from the Rust code, for tests/run_detect.rs.
+numpy and PIL, written separately from the Rust code, for tests/run_detect.rs and
+tests/run_decode.rs.
 
 Pre-processing (documented in src/run/preprocess.rs): decode with PIL, RGB, bilinear resize
-to the model's static H x W with half-pixel centers and no antialiasing (as
+to the model's H x W with half-pixel centers and no antialiasing (as
 torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=False); NOT
-PIL's resize, which antialiases when shrinking), /255, ImageNet mean/std, NCHW float32.
-Batches of the model's static batch B; the last one is padded by repeating its last image.
+PIL's resize, which antialiases when shrinking), /255, then ImageNet mean/std
+(--normalize imagenet, the default for softmax and sigmoid) or nothing (--normalize none,
+the default for graph), NCHW float32. Batches of the model's batch B (a dynamic batch is
+--batch, default 1); the last one is padded by repeating its last image. A second input of
+shape [B, 2] gets each image's [width, height] in its own element type.
 
-Post-processing: softmax over the logits, drop the last (no-object) class, best class per
-query, keep score >= threshold, boxes (cx, cy, w, h) normalized -> (x, y, w, h) pixels of the
-original image. Detections are listed per image in query order.
+Post-processing (--decode):
+- softmax: softmax over the logits, drop the last (no-object) class, best class per query, in
+  query order;
+- sigmoid: sigmoid of every (query, class) logit, the --top-k (default: number of queries)
+  best pairs by logit, descending, ties by the lower index query * classes + class;
+- graph: the model's labels, boxes (x1, y1, x2, y2 pixels) and scores, in the model's order,
+  the first --top-k of them.
+Then score >= threshold; boxes (cx, cy, w, h) normalized -> (x, y, w, h) pixels of the
+original image (graph: xyxy -> xywh).
 
-Usage: ref_detect.py MODEL --images PATH... [--threshold 0.7] -o detections.json
+Usage: ref_detect.py MODEL --images PATH... [--threshold 0.7] [--decode softmax|sigmoid|graph]
+       [--top-k K] [--normalize imagenet|none] [--batch N] -o detections.json
 """
 from __future__ import annotations
 
@@ -56,7 +67,7 @@ def source_coords(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return i0, i1, frac
 
 
-def preprocess(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
+def preprocess(rgb: np.ndarray, h: int, w: int, imagenet: bool) -> np.ndarray:
     """uint8 HWC -> float32 CHW, resized and normalized."""
     src = rgb.astype(np.float32)
     y0, y1, fy = source_coords(rgb.shape[0], h)
@@ -67,12 +78,19 @@ def preprocess(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
     top = (one - fx) * src[y0][:, x0] + fx * src[y0][:, x1]
     bot = (one - fx) * src[y1][:, x0] + fx * src[y1][:, x1]
     v = (one - fy) * top + fy * bot
-    v = (v / np.float32(255.0) - MEAN) / STD
+    v = v / np.float32(255.0)
+    if imagenet:
+        v = (v - MEAN) / STD
     return np.ascontiguousarray(v.transpose(2, 0, 1), dtype=np.float32)
 
 
-def postprocess(logits: np.ndarray, boxes: np.ndarray, name: str, w: int, h: int,
-                threshold: float) -> list[dict]:
+def xywh_pixels(box, w: int, h: int) -> list[float]:
+    cx, cy, bw, bh = (float(v) for v in box)
+    return [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h]
+
+
+def softmax_dets(logits: np.ndarray, boxes: np.ndarray, name: str, w: int, h: int,
+                 threshold: float) -> list[dict]:
     lg = logits.astype(np.float64)
     e = np.exp(lg - lg.max(axis=-1, keepdims=True))
     prob = e / e.sum(axis=-1, keepdims=True)
@@ -83,14 +101,44 @@ def postprocess(logits: np.ndarray, boxes: np.ndarray, name: str, w: int, h: int
     for q in range(logits.shape[0]):
         if not score[q] >= threshold:
             continue
-        cx, cy, bw, bh = (float(v) for v in boxes[q])
-        dets.append({
-            "image": name,
-            "category_id": int(cls[q]),
-            "score": float(score[q]),
-            "bbox": [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h],
-        })
+        dets.append({"image": name, "category_id": int(cls[q]), "score": float(score[q]),
+                     "bbox": xywh_pixels(boxes[q], w, h)})
     return dets
+
+
+def sigmoid_dets(logits: np.ndarray, boxes: np.ndarray, name: str, w: int, h: int,
+                 threshold: float, k: int | None) -> list[dict]:
+    classes = logits.shape[1]
+    flat = logits.astype(np.float64).ravel()
+    keep = np.flatnonzero(~np.isnan(flat))
+    # stable sort on the negated logit: descending, equal logits in index order
+    order = keep[np.argsort(-flat[keep], kind="stable")]
+    order = order[:logits.shape[0] if k is None else k]
+    dets = []
+    for i in order:
+        score = 1.0 / (1.0 + np.exp(-flat[i]))
+        if not score >= threshold:
+            continue
+        dets.append({"image": name, "category_id": int(i % classes), "score": float(score),
+                     "bbox": xywh_pixels(boxes[i // classes], w, h)})
+    return dets
+
+
+def graph_dets(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray, name: str,
+               threshold: float, k: int | None) -> list[dict]:
+    dets = []
+    n = len(scores) if k is None else min(k, len(scores))
+    for j in range(n):
+        s, lab = float(scores[j]), labels[j]
+        if not s >= threshold or lab < 0:
+            continue
+        x1, y1, x2, y2 = (float(v) for v in boxes[j])
+        dets.append({"image": name, "category_id": int(lab), "score": s,
+                     "bbox": [x1, y1, x2 - x1, y2 - y1]})
+    return dets
+
+
+NP_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
 
 
 def main() -> None:
@@ -99,27 +147,53 @@ def main() -> None:
     ap.add_argument("--images", type=Path, nargs="+", required=True)
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("-o", "--output", type=Path, required=True)
+    ap.add_argument("--decode", choices=["softmax", "sigmoid", "graph"], default="softmax")
+    ap.add_argument("--top-k", type=int)
+    ap.add_argument("--normalize", choices=["imagenet", "none"])
+    ap.add_argument("--batch", type=int)
     args = ap.parse_args()
+    imagenet = (args.normalize or ("none" if args.decode == "graph" else "imagenet")) == "imagenet"
 
     sess = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    b, c, h, w = inp.shape
-    assert c == 3 and all(isinstance(d, int) for d in (b, h, w)), inp.shape
+    ins = sess.get_inputs()
+    img_in = next(i for i in ins if len(i.shape) == 4)
+    size_in = next((i for i in ins if len(i.shape) == 2), None)
+    assert len(ins) == (2 if size_in else 1), [i.name for i in ins]
+    b, c, h, w = img_in.shape
+    if not isinstance(b, int):
+        b = args.batch or 1
+    assert c == 3 and isinstance(h, int) and isinstance(w, int), img_in.shape
     out_names = [o.name for o in sess.get_outputs()]
-    assert "pred_logits" in out_names and "pred_boxes" in out_names, out_names
+    if args.decode == "graph":
+        wanted = ["labels", "boxes", "scores"]
+    else:
+        wanted = ["pred_logits" if "pred_logits" in out_names else "logits", "pred_boxes"]
+    assert all(n in out_names for n in wanted), out_names
 
     files = collect(args.images)
     dets: list[dict] = []
     for start in range(0, len(files), b):
         chunk = files[start:start + b]
         imgs = [np.asarray(Image.open(p).convert("RGB")) for p in chunk]
-        batch = [preprocess(im, h, w) for im in imgs]
+        batch = [preprocess(im, h, w, imagenet) for im in imgs]
+        sizes = [[im.shape[1], im.shape[0]] for im in imgs]
         while len(batch) < b:
             batch.append(batch[-1])
-        logits, boxes = sess.run(["pred_logits", "pred_boxes"], {inp.name: np.stack(batch)})
+            sizes.append(sizes[-1])
+        feed = {img_in.name: np.stack(batch)}
+        if size_in is not None:
+            feed[size_in.name] = np.array(sizes, dtype=NP_TYPES[size_in.type])
+        outs = sess.run(wanted, feed)
         for i, (p, im) in enumerate(zip(chunk, imgs)):
-            dets.extend(postprocess(logits[i], boxes[i], p.name, im.shape[1], im.shape[0],
-                                    args.threshold))
+            iw, ih = im.shape[1], im.shape[0]
+            if args.decode == "softmax":
+                dets.extend(softmax_dets(outs[0][i], outs[1][i], p.name, iw, ih, args.threshold))
+            elif args.decode == "sigmoid":
+                dets.extend(sigmoid_dets(outs[0][i], outs[1][i], p.name, iw, ih, args.threshold,
+                                         args.top_k))
+            else:
+                dets.extend(graph_dets(outs[0][i], outs[1][i], outs[2][i], p.name,
+                                       args.threshold, args.top_k))
     args.output.write_text(json.dumps(dets, indent=1) + "\n")
     print(f"{args.output}: {len(dets)} detections in {len(files)} images")
 

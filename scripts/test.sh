@@ -11,5 +11,5 @@ PYTHON=.venv/bin/python scripts/install_tensorrt_rtx.sh
 export DETRC_TENSORRT_DIR="$PWD/.trt" DETRC_REQUIRE_TENSORRT=1
 eval "$(scripts/install_build_deps.sh)"
 cargo test --locked "$@"
-# The Python package's own tests (scripts/test_python.sh: `pip wheel .`, a fresh venv, pytest)
-# are not run here yet: that script has not been run end to end (docs/python.md).
+# The Python package: `pip wheel .`, installed into a fresh venv, pytest (docs/python.md).
+scripts/test_python.sh

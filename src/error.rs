@@ -36,6 +36,9 @@ pub enum Error {
     Pass { pass: String, reason: String },
     #[error("unknown pass '{name}'; valid passes: {valid}")]
     UnknownPass { name: String, valid: String },
+    /// A `--batch` / `--input-shape` that contradicts the model: a usage error.
+    #[error("input '{input}': {reason}")]
+    InputShape { input: String, reason: String },
     #[error("reference runtime: {0}")]
     Runtime(String),
     #[error("verification failed: {0}")]

@@ -28,7 +28,9 @@ pub mod load;
 pub mod pass;
 #[path = "../passes/mod.rs"]
 pub mod passes;
+pub mod quant;
 pub mod reference;
 pub mod run;
+pub mod shapes;
 
 pub use error::{Error, Result};

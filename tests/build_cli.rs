@@ -489,3 +489,53 @@ fn a_model_the_parser_rejects_fails_cleanly() {
     assert!(err.contains("NoSuchOp"), "{err}");
     assert_nothing_written(outdir.path());
 }
+
+/// facebookresearch/detr traced at batch 2 with a dynamic axis, generalised by `compile --batch dynamic`, then built in fp16 for
+/// sm86 with the batch profile 1/2/4 (recorded in the sidecar); without `--shapes` the same
+/// model is built for batch 1 with a warning naming the flag.
+#[test]
+fn batch_profile_fp16_engine_of_a_generalised_detr_builds_for_sm86() {
+    let Some(trt) = trt_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let dynm = dir.path().join("dyn.onnx");
+    let o = run(detrc(None)
+        .arg("compile")
+        .arg(fixture("dynamic/detr_tiny_op17_b2_dyn.onnx"))
+        .arg("-o")
+        .arg(&dynm)
+        .args(["--batch", "dynamic", "-q"]));
+    assert!(o.status.success());
+    let out = dir.path().join("b124.engine");
+    let profile = "images:1x3x64x96/2x3x64x96/4x3x64x96";
+    let sc = build(
+        &trt,
+        &dynm,
+        &out,
+        &[
+            "--precision",
+            "fp16",
+            "--target",
+            "sm86",
+            "--shapes",
+            profile,
+        ],
+    );
+    assert_eq!(sc.options.shapes, vec![profile.to_string()]);
+    assert_eq!(sc.inputs[0].shape, vec![-1, 3, 64, 96]);
+    assert_eq!(sc.targets, vec!["sm86".to_string()]);
+    assert_eq!(sc.precision, "fp16");
+
+    let out1 = dir.path().join("default.engine");
+    let sc = build(&trt, &dynm, &out1, &["--target", "sm86"]);
+    assert_eq!(
+        sc.options.shapes,
+        vec!["images:1x3x64x96/1x3x64x96/1x3x64x96".to_string()]
+    );
+    assert!(
+        sc.warnings
+            .iter()
+            .any(|w| w.contains("dynamic batch and no --shapes") && w.contains("--shapes images:")),
+        "{:?}",
+        sc.warnings
+    );
+}

@@ -1,83 +1,14 @@
 //! `detrc run` end to end on the CPU backend, checked against an independent implementation
 //! (scripts/ref_detect.py: onnxruntime + numpy + PIL), plus its error paths.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::root;
+use common::run::{assert_fails_with, compare, detrc, ort_python as python, read_dets, stderr};
 use detrc::run::Detection;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn detrc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_detrc"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("spawn detrc")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A failed run: exit code 1, the expected message, and no panic.
-fn assert_fails_with(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-}
-
-/// $DETRC_PYTHON, else the interpreter CI prepares (.venv, from scripts/requirements-ci.txt),
-/// else python3; None (with the reason printed) when it lacks onnxruntime, numpy or PIL, unless
-/// DETRC_REQUIRE_ORT is set (CI), where that fails the test.
-fn python() -> Option<PathBuf> {
-    let venv = root().join(".venv/bin/python");
-    let py = match std::env::var_os("DETRC_PYTHON").filter(|v| !v.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None if venv.exists() => venv,
-        None => PathBuf::from("python3"),
-    };
-    let ok = Command::new(&py)
-        .args(["-c", "import onnxruntime, numpy, PIL"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
-            "DETRC_REQUIRE_ORT is set but {} cannot import onnxruntime, numpy and PIL \
-             (scripts/setup_python.sh installs them)",
-            py.display()
-        );
-        eprintln!(
-            "SKIP: {} cannot import onnxruntime, numpy and PIL; the reference comparison needs \
-             them (pip install -r scripts/requirements-ci.txt)",
-            py.display()
-        );
-        return None;
-    }
-    Some(py)
-}
-
-fn read_dets(p: &Path) -> Vec<Detection> {
-    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn compare(ours: &[Detection], reference: &[Detection]) {
-    assert_eq!(ours.len(), reference.len(), "number of detections");
-    for (a, b) in ours.iter().zip(reference) {
-        assert_eq!(a.image, b.image);
-        assert_eq!(a.category_id, b.category_id, "{a:?} vs {b:?}");
-        assert!((a.score - b.score).abs() <= 2e-3, "score: {a:?} vs {b:?}");
-        for k in 0..4 {
-            assert!((a.bbox[k] - b.bbox[k]).abs() <= 1.0, "bbox: {a:?} vs {b:?}");
-        }
-    }
-}
 
 const IMAGES: &str = "examples/images";
 
@@ -252,7 +183,7 @@ fn non_detr_model_fails() {
         "-o",
         dir.path().to_str().unwrap(),
     ]);
-    assert_fails_with(&o, "not DETR-shaped");
+    assert_fails_with(&o, "cannot tell how this model decodes");
     assert!(stderr(&o).contains("logits [1, 10]"), "{}", stderr(&o));
 }
 

@@ -119,8 +119,11 @@ pub struct BuiltEngine {
     pub tensorrt_version: String,
     /// Targets it was built for, normalized ("sm86", ...).
     pub targets: Vec<String>,
-    /// TensorRT warnings emitted during parse and build.
+    /// TensorRT warnings emitted during parse and build, and detrc's own (a default profile).
     pub warnings: Vec<String>,
+    /// The optimization profile the engine was built with: the options' entries plus a
+    /// batch-1 default for a dynamic batch that had none.
+    pub profiles: Vec<ShapeProfile>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -613,15 +616,54 @@ fn build_locked(
     }
 
     // Every dynamic input needs a profile entry, and every entry must name a dynamic input of
-    // the same rank whose fixed dimensions it respects.
+    // the same rank whose fixed dimensions it respects. A dynamic batch (axis 0) alone gets
+    // batch 1 with a warning, as trtexec does; other dynamic dimensions have no safe default.
+    let mut profiles = opts.profiles.clone();
+    let mut notes = Vec::new();
     for inp in &inputs {
         let p = opts.profiles.iter().find(|p| p.name == inp.name);
         match p {
+            None if inp.dims.first() == Some(&-1) && !inp.dims[1..].contains(&-1) => {
+                let mut one = inp.dims.clone();
+                one[0] = 1;
+                let dims = |v: &[i64]| {
+                    v.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("x")
+                };
+                let mut four = inp.dims.clone();
+                four[0] = 4;
+                notes.push(format!(
+                    "input {:?} has a dynamic batch and no --shapes: built for batch 1 only \
+                     (for a range give e.g. --shapes {}:{}/{}/{})",
+                    inp.name,
+                    inp.name,
+                    dims(&one),
+                    dims(&four),
+                    dims(&four)
+                ));
+                profiles.push(ShapeProfile {
+                    name: inp.name.clone(),
+                    min: one.clone(),
+                    opt: one.clone(),
+                    max: one,
+                });
+            }
             None if inp.dims.contains(&-1) => {
+                let example: Vec<String> = inp
+                    .dims
+                    .iter()
+                    .map(|&d| if d < 0 { "N".into() } else { d.to_string() })
+                    .collect();
                 return Err(EngineError::InvalidOptions(format!(
-                    "input {:?} has dynamic shape {:?}; give a shape profile (min/opt/max) for it",
-                    inp.name, inp.dims
-                )))
+                    "input {:?} has dynamic shape {:?}; give a shape profile for it: --shapes \
+                     {}:MIN/OPT/MAX with every N a number, e.g. {}",
+                    inp.name,
+                    inp.dims,
+                    inp.name,
+                    example.join("x")
+                )));
             }
             None => {}
             Some(p) => {
@@ -677,9 +719,9 @@ fn build_locked(
         }
     }
 
-    if !opts.profiles.is_empty() {
+    if !profiles.is_empty() {
         let mut profile = builder.creata_optimization_profile().map_err(trt)?;
-        for p in &opts.profiles {
+        for p in &profiles {
             for (sel, dims) in [
                 (OptProfileSelector::kMIN, &p.min),
                 (OptProfileSelector::kOPT, &p.opt),
@@ -723,7 +765,8 @@ fn build_locked(
     };
     let bytes = plan.to_vec();
     drop(plan);
-    let warnings = lock(captured).warnings.clone();
+    let mut warnings = notes;
+    warnings.extend(lock(captured).warnings.iter().cloned());
     Ok(BuiltEngine {
         bytes,
         inputs,
@@ -731,6 +774,7 @@ fn build_locked(
         tensorrt_version,
         targets: ccs.iter().map(|c| c.to_string()).collect(),
         warnings,
+        profiles,
     })
 }
 

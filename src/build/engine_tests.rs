@@ -167,13 +167,20 @@ fn failed_build_does_not_change_the_next_engine() {
 }
 
 #[test]
-fn dynamic_batch_needs_a_profile() {
+fn dynamic_batch_defaults_to_batch_1_with_a_warning_or_takes_a_profile() {
     let Some(dir) = trt_dir() else { return };
     let onnx = cnn_dynamic_batch();
-    let err = build_engine(Some(&dir), &onnx, &opts(&["sm86"])).unwrap_err();
+    // As trtexec: no profile for a dynamic batch builds batch 1 and says which flag to give.
+    let e1 = build(&dir, &onnx, &opts(&["sm86"]), "dynamic batch, no profile");
+    assert_eq!(e1.profiles.len(), 1);
+    assert_eq!(e1.profiles[0].min[0], 1);
+    assert_eq!(e1.profiles[0].max[0], 1);
     assert!(
-        matches!(err, EngineError::InvalidOptions(ref m) if m.contains("images")),
-        "{err}"
+        e1.warnings
+            .iter()
+            .any(|w| w.contains("\"images\" has a dynamic batch") && w.contains("--shapes images:")),
+        "{:?}",
+        e1.warnings
     );
     let e32 = decode(&fixture("cnn_tiny_op17_b1.onnx"));
     let in_dims: Vec<i64> = crate::reference::input_specs(&e32).unwrap()[0]

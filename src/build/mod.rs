@@ -35,6 +35,9 @@ pub enum Precision {
     /// The model goes through the `to-fp16` pass first (TensorRT-RTX is strongly typed: there
     /// is no fp16 builder flag).
     Fp16,
+    /// INT8 through explicit Q/DQ nodes: the model is calibrated and quantized first unless it
+    /// has Q/DQ nodes already (see [`crate::quant`]).
+    Int8,
 }
 
 impl Precision {
@@ -42,6 +45,7 @@ impl Precision {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
         }
     }
 }
@@ -52,7 +56,8 @@ impl std::str::FromStr for Precision {
         match s.to_ascii_lowercase().as_str() {
             "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
             "fp16" | "f16" | "float16" | "half" => Ok(Precision::Fp16),
-            _ => Err(format!("unknown precision {s:?}; use fp32 or fp16")),
+            "int8" | "i8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision {s:?}; use fp32, fp16 or int8")),
         }
     }
 }
@@ -71,6 +76,23 @@ pub enum BuildError {
         path.display()
     )]
     AlreadyFp16 { path: PathBuf },
+    #[error(
+        "{} has Q/DQ nodes (it is quantized); build it with --precision int8",
+        path.display()
+    )]
+    AlreadyQuantized { path: PathBuf },
+    #[error("--precision int8 needs --calibration DIR (images) for a model without Q/DQ nodes")]
+    NoCalibration,
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
+}
+
+/// Calibration settings of an int8 build.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    pub dir: PathBuf,
+    pub max_images: Option<usize>,
+    pub options: crate::quant::QuantizeOptions,
 }
 
 /// Everything that decides what engine comes out, besides the model itself.
@@ -82,6 +104,8 @@ pub struct BuildOptions {
     pub fp16_keep: Vec<String>,
     /// Folder with the TensorRT-RTX libraries (see [`engine`] for the search order).
     pub tensorrt_dir: Option<PathBuf>,
+    /// For int8 builds of a model without Q/DQ nodes.
+    pub calibration: Option<Calibration>,
 }
 
 /// The ONNX model that goes to TensorRT, and how it came to be.
@@ -93,6 +117,8 @@ pub struct Prepared {
     pub was_compiled: bool,
     /// One line per pass step that changed something (compile pipeline and fp16).
     pub steps: Vec<String>,
+    /// How an int8 model was calibrated (from its metadata).
+    pub quantization: Option<sidecar::Quantization>,
     pub seconds: f64,
 }
 
@@ -103,17 +129,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Loads `model`, compiles it with the default pipeline unless detrc compiled it already, and
 /// applies `to-fp16` for fp16 builds. Returns the encoded ONNX.
-pub fn prepare(
+/// Loads `model` into the IR, compiled: as it is if detrc compiled it already, else through
+/// the default pipeline. Returns the graph, whether it had been compiled, and one line per
+/// pass step that changed something.
+pub fn load_compiled(
     model: &Path,
-    opts: &BuildOptions,
     on: &mut dyn FnMut(Event),
-) -> Result<Prepared, BuildError> {
-    let t0 = Instant::now();
-    let source_sha256 = sha256_hex(&crate::load::map_file(model)?);
+) -> Result<(crate::ir::Graph, bool, Vec<String>), crate::Error> {
     let proto = crate::load::load_proto(model)?;
     let was_compiled = crate::driver::compiled_by(&proto).is_some();
+    drop(proto);
     let mut steps = Vec::new();
-    let mut g = if was_compiled {
+    let g = if was_compiled {
         crate::driver::load_graph(model)?.0
     } else {
         let pipeline = Pipeline::new(crate::passes::registry());
@@ -131,6 +158,51 @@ pub fn prepare(
         crate::driver::mark_compiled(&mut m);
         crate::ir::from_onnx::import(m)?
     };
+    Ok((g, was_compiled, steps))
+}
+
+/// Loads `model`, compiles it with the default pipeline unless detrc compiled it already, and
+/// applies `to-fp16` for fp16 builds, or calibrates and quantizes for int8 builds of a model
+/// without Q/DQ nodes. Returns the encoded ONNX.
+pub fn prepare(
+    model: &Path,
+    opts: &BuildOptions,
+    on: &mut dyn FnMut(Event),
+) -> Result<Prepared, BuildError> {
+    let t0 = Instant::now();
+    let source_sha256 = sha256_hex(&crate::load::map_file(model)?);
+    let (mut g, was_compiled, mut steps) = load_compiled(model, on)?;
+    let mut quantization = None;
+    let quantized = crate::passes::quantize::has_qdq(&g);
+    match opts.precision {
+        Precision::Int8 if !quantized => {
+            let cal = opts.calibration.as_ref().ok_or(BuildError::NoCalibration)?;
+            let files = if cal.options.weight_only {
+                Vec::new()
+            } else {
+                crate::quant::image_files(&cal.dir, cal.max_images)?
+            };
+            let (s, _, _) = crate::quant::quantize_graph(&mut g, &files, &cal.options)?;
+            steps.extend(s.lines().into_iter().map(|l| format!("quantize: {l}")));
+        }
+        Precision::Int8 => {}
+        _ if quantized => {
+            return Err(BuildError::AlreadyQuantized {
+                path: model.to_path_buf(),
+            })
+        }
+        _ => {}
+    }
+    if opts.precision == Precision::Int8 {
+        let meta = |k: &str| crate::passes::quantize::meta(&g, k).map(str::to_string);
+        quantization = Some(sidecar::Quantization {
+            method: meta(crate::passes::quantize::METHOD_KEY).unwrap_or_else(|| "external".into()),
+            images: meta(crate::passes::quantize::IMAGES_KEY)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            scales_sha256: meta(crate::passes::quantize::SCALES_KEY).unwrap_or_default(),
+        });
+    }
     let already_fp16 = to_fp16::is_fp16(&g);
     match opts.precision {
         Precision::Fp32 if already_fp16 => {
@@ -165,6 +237,7 @@ pub fn prepare(
         source_sha256,
         was_compiled,
         steps,
+        quantization,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

@@ -26,6 +26,9 @@ pub struct Sidecar {
     pub tensorrt: TensorRt,
     pub targets: Vec<String>,
     pub precision: String,
+    /// How an int8 model was calibrated; absent for fp32/fp16 engines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
     pub inputs: Vec<Io>,
     pub outputs: Vec<Io>,
     pub source: Source,
@@ -51,6 +54,17 @@ pub struct TensorRt {
     pub version: String,
     /// Version of the headers detrc was compiled against.
     pub headers: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quantization {
+    /// Calibration method ("max", "percentile(99.99)", "entropy", "mse", "weights-only"), or
+    /// "external" for a model quantized by another tool.
+    pub method: String,
+    /// Calibration images used.
+    pub images: usize,
+    /// sha256 over every Q/DQ scale (empty for a model quantized by another tool).
+    pub scales_sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,8 +136,8 @@ impl Sidecar {
         let options = Options {
             workspace_mb: opts.engine.workspace_mb,
             opt_level: opts.engine.opt_level,
-            shapes: opts
-                .engine
+            // What the engine was built with, a default batch-1 profile included.
+            shapes: built
                 .profiles
                 .iter()
                 .map(|p| {
@@ -148,6 +162,7 @@ impl Sidecar {
             },
             targets: built.targets.clone(),
             precision: opts.precision.as_str().to_string(),
+            quantization: prepared.quantization.clone(),
             inputs: built.inputs.iter().map(io).collect(),
             outputs: built.outputs.iter().map(io).collect(),
             source: Source {

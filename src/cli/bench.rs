@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use detrc::run::bench::{measure, Stats};
 
-use super::run::{open_backend, BackendArgs, BackendKind};
+use super::run::{choose_decode, open_backend, BackendArgs, BackendKind, DecodeArgs};
 use super::Exit;
 
 #[derive(clap::Args)]
@@ -16,11 +16,11 @@ pub struct Args {
     /// Untimed inferences first (JIT, caches, clocks).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Images per inference: must match a static batch; sets a dynamic engine batch.
-    #[arg(long)]
-    batch: Option<usize>,
     #[command(flatten)]
     backend: BackendArgs,
+    /// The decode is checked against the model's outputs and picks the input normalization.
+    #[command(flatten)]
+    decode: DecodeArgs,
     /// Also time this original ONNX model on the CPU backend, and print the ratio.
     #[arg(long)]
     compare: Option<PathBuf>,
@@ -38,8 +38,11 @@ pub fn run(a: Args) -> Result<(), Exit> {
     }
     let mut rows: Vec<(String, Stats)> = Vec::new();
     {
-        let mut b = open_backend(&a.model, &a.backend, a.batch, a.json)?;
-        let s = measure(b.as_mut(), a.iters, a.warmup)
+        let mut b = open_backend(&a.model, &a.backend, a.json)?;
+        let (decode, norm) = choose_decode(&a.model, b.as_ref(), &a.decode)?;
+        detrc::run::check_decode(b.as_ref(), decode, None)
+            .with_context(|| format!("cannot benchmark {}", a.model.display()))?;
+        let s = measure(b.as_mut(), a.iters, a.warmup, norm)
             .with_context(|| format!("cannot benchmark {}", a.model.display()))?;
         rows.push((a.model.display().to_string(), s));
     }
@@ -48,8 +51,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
             backend: Some(BackendKind::Cpu),
             ..a.backend.clone()
         };
-        let mut b = open_backend(orig, &cpu, a.batch, a.json)?;
-        let s = measure(b.as_mut(), a.iters, a.warmup)
+        let mut b = open_backend(orig, &cpu, a.json)?;
+        let (_, norm) = choose_decode(orig, b.as_ref(), &a.decode)?;
+        let s = measure(b.as_mut(), a.iters, a.warmup, norm)
             .with_context(|| format!("cannot benchmark {}", orig.display()))?;
         rows.push((orig.display().to_string(), s));
     }

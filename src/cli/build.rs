@@ -27,9 +27,12 @@ pub struct Args {
     /// (also `86`, `8.6`, `sm_86`).
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_TARGETS)]
     target: Vec<String>,
-    /// fp32, or fp16 (the model goes through the to-fp16 pass; inputs/outputs stay fp32).
+    /// fp32, fp16 (the model goes through the to-fp16 pass; inputs/outputs stay fp32), or int8
+    /// (Q/DQ nodes; a model without them is calibrated on --calibration images first).
     #[arg(long, default_value = "fp32")]
     precision: Precision,
+    #[command(flatten)]
+    cal: super::quantize::CalibrationArgs,
     /// Op types or node names to keep in fp32 on top of to-fp16's defaults (comma separated).
     #[arg(long, value_delimiter = ',')]
     fp16_keep: Vec<String>,
@@ -92,7 +95,24 @@ pub fn run(a: Args) -> Result<(), Exit> {
     for s in &a.shapes {
         profiles.push(parse_shapes(s).map_err(usage)?);
     }
+    let calibration = match &a.cal.calibration {
+        Some(dir) if a.precision == Precision::Int8 => Some(detrc::build::Calibration {
+            dir: dir.clone(),
+            max_images: a.cal.max_images,
+            options: a.cal.options()?,
+        }),
+        Some(_) => return Err(usage("--calibration needs --precision int8".into())),
+        None if a.precision == Precision::Int8 && a.cal.weights_only => {
+            Some(detrc::build::Calibration {
+                dir: PathBuf::new(),
+                max_images: None,
+                options: a.cal.options()?,
+            })
+        }
+        None => None,
+    };
     let opts = BuildOptions {
+        calibration,
         engine: EngineOptions {
             targets: a.target.clone(),
             workspace_mb: a.workspace,
@@ -138,7 +158,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 BuildError::Engine(
                     EngineError::UnsupportedTarget { .. } | EngineError::InvalidOptions(_),
                 ) => EXIT_USAGE,
-                BuildError::AlreadyFp16 { .. } => EXIT_USAGE,
+                BuildError::AlreadyFp16 { .. }
+                | BuildError::AlreadyQuantized { .. }
+                | BuildError::NoCalibration => EXIT_USAGE,
                 _ => super::EXIT_ERROR,
             };
             return Err(Exit(
@@ -157,7 +179,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             eprintln!("  {s}");
         }
         for w in &sc.warnings {
-            eprintln!("  TensorRT warning: {w}");
+            eprintln!("  warning: {w}");
         }
         eprintln!(
             "built {} ({} bytes, {} for {}, {} {}) in {:.2}s + {:.2}s; sidecar {}",

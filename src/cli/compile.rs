@@ -62,6 +62,17 @@ pub struct Args {
     /// Write a Make-style dependency file (the output depends on the model and its data).
     #[arg(long)]
     depfile: Option<PathBuf>,
+    /// Batch of the result: `dynamic` (symbolic; batch-baked shapes and per-image constants
+    /// are generalised) or a size N (static at N). Default: as the model declares it.
+    #[arg(long)]
+    batch: Option<detrc::shapes::Batch>,
+    /// Fix an input's shape before the passes run, e.g. `images:1x3x800x800` (repeatable), so
+    /// all static folding applies. Dimensions the model fixes must match.
+    #[arg(long, value_name = "NAME:DIMS")]
+    input_shape: Vec<String>,
+    /// Batch sizes `--verify` runs a dynamic-batch result at.
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    verify_batches: Vec<i64>,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -79,6 +90,19 @@ pub fn pipeline_for(
 
 pub fn run(a: Args) -> Result<(), Exit> {
     let passes = pipeline_for(a.passes.as_deref(), &a.skip)?;
+    let usage = |e: String| Exit(EXIT_USAGE, anyhow!(e));
+    let mut shapes = detrc::shapes::ShapeOptions {
+        batch: a.batch.unwrap_or_default(),
+        input_shapes: Vec::new(),
+    };
+    for s in &a.input_shape {
+        shapes
+            .input_shapes
+            .push(detrc::shapes::parse_input_shape(s).map_err(usage)?);
+    }
+    if a.verify_batches.iter().any(|&b| b < 1) {
+        return Err(usage("--verify-batches: batch sizes are at least 1".into()));
+    }
     let mut pipeline = Pipeline::new(passes);
     pipeline.max_iterations = a.max_iterations.max(1);
     pipeline.max_steps = a.max_steps;
@@ -114,8 +138,19 @@ pub fn run(a: Args) -> Result<(), Exit> {
             _ => {}
         }
     };
-    let mut compiled = detrc::driver::compile(&a.input, &pipeline, &mut on)
-        .with_context(|| format!("cannot compile {}", a.input.display()))?;
+    let mut compiled = match detrc::driver::compile_with(&a.input, &pipeline, &shapes, &mut on) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e {
+                detrc::Error::InputShape { .. } => EXIT_USAGE,
+                _ => super::EXIT_ERROR,
+            };
+            return Err(Exit(
+                code,
+                anyhow!(e).context(format!("cannot compile {}", a.input.display())),
+            ));
+        }
+    };
     detrc::driver::mark_compiled(&mut compiled.model);
     if tty && !quiet {
         eprint!("\r\x1b[2K");
@@ -130,15 +165,21 @@ pub fn run(a: Args) -> Result<(), Exit> {
             v
         };
         let seeds: Vec<u64> = (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect();
-        let v = detrc::driver::verify(
-            &a.input,
-            &bytes,
-            &seeds,
-            Tolerance {
-                atol: a.atol,
-                rtol: a.rtol,
-            },
-        )
+        let tol = Tolerance {
+            atol: a.atol,
+            rtol: a.rtol,
+        };
+        let v = match &compiled.batch {
+            Some(change) => detrc::driver::verify_batches(
+                &a.input,
+                &bytes,
+                change,
+                &a.verify_batches,
+                &seeds,
+                tol,
+            ),
+            None => detrc::driver::verify(&a.input, &bytes, &seeds, tol),
+        }
         .context("verification could not run")?;
         if !v.ok() {
             let tol = Tolerance {

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod compile;
 mod inspect;
+mod quantize;
 mod run;
 
 use std::process::ExitCode;
@@ -31,8 +32,10 @@ struct Cli {
 enum Cmd {
     /// Rewrite an ONNX model (prune auxiliary heads, fold constants, simplify) and write it.
     Compile(Box<compile::Args>),
-    /// Build a TensorRT-RTX engine (fp32 or fp16) from a model, with a JSON sidecar.
+    /// Build a TensorRT-RTX engine (fp32, fp16 or int8) from a model, with a JSON sidecar.
     Build(Box<build::Args>),
+    /// Quantize a model to INT8 (Q/DQ nodes) from activation ranges calibrated on images.
+    Quantize(Box<quantize::Args>),
     /// Show a model's inputs, outputs and operator histogram (ONNX or engine sidecar).
     Inspect(inspect::Args),
     /// List the available passes in default pipeline order.
@@ -75,6 +78,7 @@ where
     let res = match cli.cmd {
         Cmd::Compile(a) => compile::run(*a),
         Cmd::Build(a) => build::run(*a),
+        Cmd::Quantize(a) => quantize::run(*a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Run(a) => run::run(a),
         Cmd::Bench(a) => bench::run(a),

@@ -2,7 +2,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use detrc::run::{Backend, CpuBackend, Labels, RunOptions, TensorRtBackend, TensorRtOptions};
+use detrc::run::{
+    Backend, CpuBackend, Decode, Fix, Labels, Normalize, RunOptions, TensorRtBackend,
+    TensorRtOptions,
+};
 
 use super::Exit;
 
@@ -46,40 +49,115 @@ pub struct BackendArgs {
     /// TensorRT backend: the GPU to use.
     #[arg(long, default_value_t = 0)]
     pub device: usize,
+    /// Images per inference for a model with a dynamic batch (default 1); must match a static
+    /// batch.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// HxW for a model with a dynamic image height and width (e.g. 640x640).
+    #[arg(long, value_parser = input_size)]
+    pub input_size: Option<(usize, usize)>,
 }
 
-/// Loads `model` with the chosen backend; `batch` is for engines with a dynamic batch.
+fn input_size(s: &str) -> Result<(usize, usize), String> {
+    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => match (parse(h), parse(w)) {
+            (Some(h), Some(w)) => Ok((h, w)),
+            _ => Err(format!(
+                "{s:?} is not HxW with positive numbers (e.g. 640x640)"
+            )),
+        },
+        None => Err(format!("{s:?} is not HxW (e.g. 640x640)")),
+    }
+}
+
+/// How the model's outputs become detections (see docs/run.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DecodeArg {
+    /// Softmax over classes with a trailing no-object class (DETR).
+    Softmax,
+    /// Sigmoid per (query, class), top-k over queries x classes (focal-loss models).
+    Sigmoid,
+    /// The graph decodes itself: outputs labels, boxes, scores (official RT-DETR/D-FINE).
+    Graph,
+}
+
+/// Pixel normalization after the resize and /255.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NormalizeArg {
+    /// ImageNet mean/std (DETR, the transformers exports).
+    Imagenet,
+    /// [0, 1] only (the official RT-DETR / D-FINE deploy graphs).
+    None,
+}
+
+/// Options shared by `run` and `bench` for decoding.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DecodeArgs {
+    /// softmax, sigmoid or graph; default: chosen from the model's structure (refused, with
+    /// the reason, when it cannot tell).
+    #[arg(long, value_enum)]
+    pub decode: Option<DecodeArg>,
+    /// Pixel normalization; default: none for --decode graph, imagenet otherwise.
+    #[arg(long, value_enum)]
+    pub normalize: Option<NormalizeArg>,
+}
+
+/// The decode and normalization for `model`: the flags, else the model's structure.
+pub fn choose_decode(
+    model: &Path,
+    backend: &dyn Backend,
+    args: &DecodeArgs,
+) -> anyhow::Result<(Decode, Normalize)> {
+    let decode = match args.decode {
+        Some(DecodeArg::Softmax) => Decode::Softmax,
+        Some(DecodeArg::Sigmoid) => Decode::Sigmoid,
+        Some(DecodeArg::Graph) => Decode::Graph,
+        None => detrc::run::decode::detect_for(model, &backend.outputs())
+            .map_err(|u| detrc::run::RunError::Undecided(u.0))
+            .with_context(|| format!("cannot run {}", model.display()))?,
+    };
+    let norm = match args.normalize {
+        Some(NormalizeArg::Imagenet) => Normalize::ImageNet,
+        Some(NormalizeArg::None) => Normalize::Unit,
+        None => decode.default_normalize(),
+    };
+    Ok((decode, norm))
+}
+
+pub fn normalize_name(n: Normalize) -> &'static str {
+    match n {
+        Normalize::ImageNet => "imagenet",
+        Normalize::Unit => "none",
+    }
+}
+
+/// Loads `model` with the chosen backend, dynamic dimensions fixed by `--batch` and
+/// `--input-size`.
 pub fn open_backend(
     model: &Path,
     args: &BackendArgs,
-    batch: Option<usize>,
     quiet: bool,
 ) -> Result<Box<dyn Backend>, Exit> {
+    let fix = Fix {
+        batch: args.batch,
+        size: args.input_size,
+    };
     match BackendKind::choose(model, args.backend) {
         BackendKind::Cpu => {
-            let b = CpuBackend::load(model).with_context(|| {
+            let b = CpuBackend::load_with(model, &fix).with_context(|| {
                 format!(
                     "cannot load {} with the CPU backend (it runs ONNX models; engines need \
                      --backend tensorrt)",
                     model.display()
                 )
             })?;
-            if let Some(want) = batch {
-                if want != b.shape().batch {
-                    return Err(anyhow::anyhow!(
-                        "--batch {want}, but {} has a static batch of {}",
-                        model.display(),
-                        b.shape().batch
-                    )
-                    .into());
-                }
-            }
             Ok(Box::new(b))
         }
         BackendKind::Tensorrt => {
             let opts = TensorRtOptions {
                 lib_dir: args.tensorrt_dir.clone(),
-                batch,
+                fix,
                 device: args.device,
                 cpu_preprocess: args.cpu_preprocess,
             };
@@ -116,10 +194,17 @@ pub struct Args {
     /// Keep detections scoring at least this (0..=1).
     #[arg(long, default_value = "0.7", value_parser = threshold)]
     threshold: f32,
-    /// Class names: "coco" (DETR's 91 COCO ids) or a file with one name per line.
-    /// Default: COCO for 91-class models, class numbers otherwise.
+    /// Class names: "coco" (91-class models: COCO ids; 80-class models and deploy graphs:
+    /// the 80 contiguous COCO labels) or a file with one name per line.
+    /// Default: COCO for 91- and 80-class models, class numbers otherwise.
     #[arg(long)]
     labels: Option<String>,
+    #[command(flatten)]
+    decode: DecodeArgs,
+    /// sigmoid: (query, class) pairs kept per image (default: the number of queries);
+    /// graph: keep the first K the graph emits.
+    #[arg(long)]
+    top_k: Option<usize>,
     #[command(flatten)]
     backend: BackendArgs,
     /// Print nothing but errors.
@@ -136,11 +221,15 @@ pub fn run(a: Args) -> Result<(), Exit> {
         None => Labels::Auto,
     };
     let files = detrc::run::images::collect(&a.images)?;
-    let mut backend = open_backend(&a.model, &a.backend, None, a.quiet)?;
+    let mut backend = open_backend(&a.model, &a.backend, a.quiet)?;
+    let (decode, normalize) = choose_decode(&a.model, backend.as_ref(), &a.decode)?;
     let opts = RunOptions {
         threshold: a.threshold,
         labels,
         out_dir: a.out_dir.clone(),
+        decode,
+        top_k: a.top_k,
+        normalize,
     };
     let show_bar = !a.quiet && !a.json && files.len() > 1 && std::io::stderr().is_terminal();
     let mut bar = |done: usize, total: usize| {
@@ -163,6 +252,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
         let j = serde_json::json!({
             "model": a.model,
             "backend": backend.name(),
+            "decode": decode.name(),
+            "normalize": normalize_name(normalize),
+            "batch": backend.shape().batch,
             "images": s.images,
             "detections": s.detections,
             "batches": s.batches,
@@ -175,12 +267,13 @@ pub fn run(a: Args) -> Result<(), Exit> {
         let n =
             |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
         eprintln!(
-            "detected {} (score >= {}) in {} with {} ({} of {}) in {:.2}s ({:.2}s inference); \
-             wrote {}",
+            "detected {} (score >= {}) in {} with {}, {} decode ({} of {}) in {:.2}s ({:.2}s \
+             inference); wrote {}",
             n(s.detections, "object", "objects"),
             a.threshold,
             n(s.images, "image", "images"),
             backend.name(),
+            decode.name(),
             n(s.batches, "batch", "batches"),
             backend.shape().batch,
             s.total_seconds,

@@ -35,6 +35,15 @@ fn rt(e: impl std::fmt::Display) -> Error {
 
 /// Static input specs of a model (every dimension must be a number).
 pub fn input_specs(model: &ModelProto) -> Result<Vec<InputSpec>> {
+    input_specs_with(model, &[])
+}
+
+/// Input specs with the shapes of some inputs given: a model with dynamic dimensions runs at
+/// the shape a caller picks for this run (the reference runtime needs static shapes).
+pub fn input_specs_with(
+    model: &ModelProto,
+    shapes: &[(String, Vec<usize>)],
+) -> Result<Vec<InputSpec>> {
     let g = model
         .graph
         .as_ref()
@@ -55,6 +64,25 @@ pub fn input_specs(model: &ModelProto) -> Result<Vec<InputSpec>> {
             .as_ref()
             .and_then(crate::ir::TensorType::from_proto)
             .ok_or_else(|| Error::Unsupported(format!("input '{name}' is not a tensor")))?;
+        if let Some((_, dims)) = shapes.iter().find(|(n, _)| *n == name) {
+            let rank_ok = ty.rank().is_none_or(|r| r == dims.len());
+            let fits = ty.shape.as_ref().is_none_or(|s| {
+                s.iter()
+                    .zip(dims)
+                    .all(|(d, &v)| d.fixed().is_none_or(|f| f == v as i64))
+            });
+            if !rank_ok || !fits {
+                return Err(Error::Runtime(format!(
+                    "input '{name}' {ty} cannot run with shape {dims:?}"
+                )));
+            }
+            specs.push(InputSpec {
+                name,
+                dtype: ty.dtype,
+                shape: dims.clone(),
+            });
+            continue;
+        }
         let shape = ty.static_shape().ok_or_else(|| {
             Error::Unsupported(format!(
                 "input '{name}' has a dynamic shape {ty}; the reference runtime needs static shapes"
@@ -69,10 +97,107 @@ pub fn input_specs(model: &ModelProto) -> Result<Vec<InputSpec>> {
     Ok(specs)
 }
 
+/// A model input as declared: each dimension if it is a number, `None` if it is dynamic.
+#[derive(Debug, Clone)]
+pub struct DeclaredInput {
+    pub name: String,
+    pub dtype: DType,
+    pub dims: Vec<Option<usize>>,
+}
+
+impl DeclaredInput {
+    /// This input at a concrete `shape`; the static dimensions must agree.
+    pub fn fix(&self, shape: Vec<usize>) -> Result<InputSpec> {
+        let agrees = shape.len() == self.dims.len()
+            && self
+                .dims
+                .iter()
+                .zip(&shape)
+                .all(|(d, s)| d.is_none_or(|d| d == *s));
+        if !agrees {
+            return Err(Error::Unsupported(format!(
+                "input '{}' of shape {:?} cannot take shape {shape:?}",
+                self.name, self.dims
+            )));
+        }
+        Ok(InputSpec {
+            name: self.name.clone(),
+            dtype: self.dtype,
+            shape,
+        })
+    }
+}
+
+/// The model's inputs (initializers excluded) with their dynamic dimensions left open.
+pub fn declared_inputs(model: &ModelProto) -> Result<Vec<DeclaredInput>> {
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("no graph".into()))?;
+    let inits: std::collections::HashSet<&str> = g
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    let mut out = Vec::new();
+    for vi in &g.input {
+        let name = vi.name.clone().unwrap_or_default();
+        if inits.contains(name.as_str()) {
+            continue;
+        }
+        let ty = vi
+            .r#type
+            .as_ref()
+            .and_then(crate::ir::TensorType::from_proto)
+            .ok_or_else(|| Error::Unsupported(format!("input '{name}' is not a tensor")))?;
+        let shape = ty
+            .shape
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported(format!("input '{name}' has no declared rank")))?;
+        let dims = shape
+            .iter()
+            .map(|d| d.fixed().and_then(|v| usize::try_from(v).ok()))
+            .collect();
+        out.push(DeclaredInput {
+            name,
+            dtype: ty.dtype,
+            dims,
+        });
+    }
+    Ok(out)
+}
+
 impl Reference {
-    pub fn from_path(path: &Path) -> Result<Reference> {
+    /// Loads `path` with its inputs fixed to `specs` (one per input, in order): how a model
+    /// with dynamic dimensions runs at one concrete shape (see [`declared_inputs`]).
+    pub fn from_path_with_inputs(path: &Path, specs: Vec<InputSpec>) -> Result<Reference> {
         let proto = crate::load::load_proto(path)?;
-        let specs = input_specs(&proto)?;
+        let outs = output_names(&proto);
+        let mut model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
+        // declared output shapes may name the dynamic dimensions; tract infers them instead
+        for i in 0..outs.len() {
+            model
+                .set_output_fact(i, InferenceFact::default())
+                .map_err(rt)?;
+        }
+        Self::finish(model, specs, outs)
+    }
+
+    pub fn from_path(path: &Path) -> Result<Reference> {
+        Self::from_path_with(path, &[])
+    }
+
+    /// Loads `path` to run with the given input shapes (see [`input_specs_with`]).
+    pub fn from_path_with(path: &Path, shapes: &[(String, Vec<usize>)]) -> Result<Reference> {
+        let proto = crate::load::load_proto(path)?;
+        if !shapes.is_empty() {
+            let mut v = Vec::new();
+            crate::emit::write_model(&proto, &mut v).map_err(rt)?;
+            return Self::from_bytes_with(&v, shapes);
+        }
+        let specs = input_specs_with(&proto, shapes)?;
         let outs = output_names(&proto);
         let model = tract_onnx::onnx()
             .model_for_path(path)
@@ -81,10 +206,37 @@ impl Reference {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Reference> {
+        Self::from_bytes_with(bytes, &[])
+    }
+
+    /// Like [`Reference::from_bytes`], with the given input shapes.
+    pub fn from_bytes_with(bytes: &[u8], shapes: &[(String, Vec<usize>)]) -> Result<Reference> {
         let proto =
             crate::load::decode(Path::new("<memory>"), bytes::Bytes::copy_from_slice(bytes))?;
-        let specs = input_specs(&proto)?;
+        let specs = input_specs_with(&proto, shapes)?;
         let outs = output_names(&proto);
+        // Symbolic dimensions in value_info and outputs would contradict the concrete input
+        // shapes of this run (tract does not bind a symbol to a value): let it infer them.
+        let stripped;
+        let bytes = if shapes.is_empty() {
+            bytes
+        } else {
+            let mut m = proto.clone();
+            if let Some(g) = m.graph.as_mut() {
+                g.value_info.clear();
+                for o in g.output.iter_mut() {
+                    if let Some(crate::load::proto::type_proto::Value::TensorType(t)) =
+                        o.r#type.as_mut().and_then(|t| t.value.as_mut())
+                    {
+                        t.shape = None;
+                    }
+                }
+            }
+            let mut v = Vec::new();
+            crate::emit::write_model(&m, &mut v).map_err(rt)?;
+            stripped = v;
+            &stripped[..]
+        };
         let mut r = std::io::Cursor::new(bytes);
         let model = tract_onnx::onnx()
             .model_for_read(&mut r)

@@ -1,17 +1,22 @@
 //! Inference backends: what `detrc run` and `detrc bench` need from a runtime, the CPU backend
-//! (the tract reference runtime on ONNX), and the checks that a model is DETR-shaped.
+//! (the tract reference runtime on ONNX), and the checks on a model's inputs.
+//!
+//! A model has an image input `[B, 3, H, W]` and, for the official RT-DETR / D-FINE deploy
+//! graphs, an `orig_target_sizes`-style input `[B, 2]` fed with each image's `[w, h]`. Dynamic
+//! dimensions are fixed before the runtime plans: the batch by `--batch` (default 1), height and
+//! width by `--input-size`.
 
 use std::path::Path;
 
 use image::RgbImage;
 use ndarray::{ArrayD, IxDyn};
 
+use super::decode::RawOutputs;
 use super::error::{Result, RunError};
-use super::postprocess::DetrOutputs;
-use super::preprocess;
+use super::preprocess::{self, Normalize};
 use crate::reference::Reference;
 
-/// The static input geometry `[batch, 3, height, width]` of a model.
+/// The input geometry `[batch, 3, height, width]` a model runs at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelShape {
     pub batch: usize,
@@ -20,18 +25,64 @@ pub struct ModelShape {
 }
 
 impl ModelShape {
-    /// Validates an input shape `[B, 3, H, W]`.
+    /// Validates a static input shape `[B, 3, H, W]`.
     pub fn from_dims(name: &str, dims: &[i64]) -> Result<ModelShape> {
-        match dims {
-            [b, 3, h, w] if *b > 0 && *h > 0 && *w > 0 => Ok(ModelShape {
-                batch: *b as usize,
-                height: *h as usize,
-                width: *w as usize,
-            }),
-            _ => Err(RunError::BadInput(format!(
-                "input '{name}' has shape {dims:?}; expected a static [B, 3, H, W] RGB batch"
-            ))),
+        Self::resolve(name, dims, &Fix::default())
+    }
+
+    /// The shape for an image input declared `dims` (-1 for dynamic): dynamic dimensions
+    /// take the batch and size in `fix`; static ones must agree with them.
+    pub fn resolve(name: &str, dims: &[i64], fix: &Fix) -> Result<ModelShape> {
+        let [b, c, h, w] = dims else {
+            return Err(RunError::BadInput(format!(
+                "input '{name}' has shape {dims:?}; expected a [B, 3, H, W] RGB batch"
+            )));
+        };
+        if !(*c == 3 || *c < 0) || *b == 0 || *h == 0 || *w == 0 {
+            return Err(RunError::BadInput(format!(
+                "input '{name}' has shape {dims:?}; expected a [B, 3, H, W] RGB batch"
+            )));
         }
+        let batch = match (*b, fix.batch) {
+            (b, None) if b > 0 => b as usize,
+            (b, Some(want)) if b > 0 && b as usize != want => {
+                return Err(RunError::Options(format!(
+                    "--batch {want}, but input '{name}' has a static batch of {b}"
+                )))
+            }
+            (_, Some(want)) => want,
+            (_, None) => 1,
+        };
+        if batch == 0 {
+            return Err(RunError::Options("--batch must be at least 1".into()));
+        }
+        let (height, width) = match (*h, *w, fix.size) {
+            (h, w, None) if h > 0 && w > 0 => (h as usize, w as usize),
+            (h, w, Some((fh, fw))) => {
+                if (h > 0 && h as usize != fh) || (w > 0 && w as usize != fw) {
+                    return Err(RunError::Options(format!(
+                        "--input-size {fh}x{fw}, but input '{name}' is {h}x{w}"
+                    )));
+                }
+                (fh, fw)
+            }
+            _ => {
+                return Err(RunError::Options(format!(
+                    "input '{name}' has a dynamic height or width ({dims:?}); give \
+                     --input-size HxW"
+                )))
+            }
+        };
+        if height == 0 || width == 0 {
+            return Err(RunError::Options(
+                "--input-size must be at least 1x1".into(),
+            ));
+        }
+        Ok(ModelShape {
+            batch,
+            height,
+            width,
+        })
     }
 
     pub fn input_len(&self) -> usize {
@@ -39,20 +90,84 @@ impl ModelShape {
     }
 }
 
-/// A runtime that executes a DETR model on batches of exactly `shape().batch` images.
+/// Values for a model's dynamic input dimensions (`--batch`, `--input-size`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fix {
+    pub batch: Option<usize>,
+    /// (height, width)
+    pub size: Option<(usize, usize)>,
+}
+
+/// Which input is the image batch and which, if any, takes each image's `[w, h]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputRoles {
+    pub image: usize,
+    pub sizes: Option<usize>,
+}
+
+/// Finds the image input (rank 4, 3 channels or dynamic, floating point) and the optional size
+/// input (rank 2, last dimension 2 or dynamic) by shape; `inputs` are (name, dims with -1 for
+/// dynamic, is floating point).
+pub fn input_roles(inputs: &[(String, Vec<i64>, bool)]) -> Result<InputRoles> {
+    let list = || {
+        inputs
+            .iter()
+            .map(|(n, d, _)| format!("{n} {d:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let images: Vec<usize> = (0..inputs.len())
+        .filter(|&i| inputs[i].1.len() == 4 && matches!(inputs[i].1[1], 3 | -1))
+        .collect();
+    let sizes: Vec<usize> = (0..inputs.len())
+        .filter(|&i| inputs[i].1.len() == 2 && matches!(inputs[i].1[1], 2 | -1))
+        .collect();
+    let (image, sizes) = match (images.as_slice(), sizes.as_slice(), inputs.len()) {
+        ([i], [], 1) => (*i, None),
+        ([i], [s], 2) => (*i, Some(*s)),
+        _ => {
+            return Err(RunError::BadInput(format!(
+                "the model has inputs {}; expected an image batch [B, 3, H, W] and optionally \
+                 the original sizes [B, 2]",
+                list()
+            )))
+        }
+    };
+    if !inputs[image].2 {
+        return Err(RunError::BadInput(format!(
+            "input '{}' is not floating point; expected a float image tensor",
+            inputs[image].0
+        )));
+    }
+    Ok(InputRoles { image, sizes })
+}
+
+/// Each image's `[width, height]`, the `orig_target_sizes` convention of the official
+/// RT-DETR / D-FINE scripts (their post-processor scales x by the first, y by the second).
+pub fn image_sizes(images: &[&RgbImage]) -> Vec<[u32; 2]> {
+    images.iter().map(|i| [i.width(), i.height()]).collect()
+}
+
+/// A runtime that executes a DETR-family model on batches of exactly `shape().batch` images.
 pub trait Backend {
     /// "cpu" or "tensorrt".
     fn name(&self) -> &'static str;
     fn shape(&self) -> ModelShape;
-    /// Runs a pre-processed batch `[batch, 3, height, width]` (see [`preprocess`]).
-    fn infer_tensor(&mut self, input: &[f32]) -> Result<DetrOutputs>;
+    /// The outputs as the model declares them: names and shapes, -1 where a dimension is
+    /// known only at run time.
+    fn outputs(&self) -> Vec<(String, Vec<i64>)>;
+    /// Whether the model takes each image's size as a second input.
+    fn takes_sizes(&self) -> bool;
+    /// Runs a pre-processed batch `[batch, 3, height, width]` (see [`preprocess`]); `sizes`
+    /// holds each image's `[w, h]` (used when [`Self::takes_sizes`]).
+    fn infer_tensor(&mut self, input: &[f32], sizes: &[[u32; 2]]) -> Result<RawOutputs>;
     /// Pre-processes and runs `images` (exactly `shape().batch` of them). Backends with their
     /// own pre-processing (the GPU kernel) override this.
-    fn infer_images(&mut self, images: &[&RgbImage]) -> Result<DetrOutputs> {
+    fn infer_images(&mut self, images: &[&RgbImage], norm: Normalize) -> Result<RawOutputs> {
         let s = self.shape();
         check_batch(images.len(), s.batch)?;
-        let input = preprocess::preprocess_batch(images, s.height, s.width);
-        self.infer_tensor(&input)
+        let input = preprocess::preprocess_batch_with(images, s.height, s.width, norm);
+        self.infer_tensor(&input, &image_sizes(images))
     }
 }
 
@@ -65,151 +180,62 @@ pub(crate) fn check_batch(got: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
-/// Which outputs are `pred_logits` and `pred_boxes`: by name when a model keeps DETR's names,
-/// else by shape (`[B,Q,4]` are the boxes; when the logits are 4 wide too, DETR's export order
-/// decides: logits first). Returns (logits index, boxes index).
-pub fn identify_outputs(outputs: &[(String, Vec<i64>)], batch: usize) -> Result<(usize, usize)> {
-    let describe = || {
-        outputs
-            .iter()
-            .map(|(n, s)| format!("{n} {s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let not_detr = || RunError::NotDetr(describe());
-    let by_name = |n: &str| outputs.iter().position(|(name, _)| name == n);
-    let (li, bi) = match (by_name("pred_logits"), by_name("pred_boxes")) {
-        (Some(l), Some(b)) => (l, b),
-        _ => {
-            let rank3: Vec<usize> = (0..outputs.len())
-                .filter(|&i| outputs[i].1.len() == 3)
-                .collect();
-            let boxes: Vec<usize> = rank3
-                .iter()
-                .copied()
-                .filter(|&i| outputs[i].1[2] == 4)
-                .collect();
-            let bi = match boxes.as_slice() {
-                [b] => *b,
-                [_, b, ..] => *b,
-                [] => return Err(not_detr()),
-            };
-            let li = rank3
-                .iter()
-                .copied()
-                .find(|&i| i != bi)
-                .ok_or_else(not_detr)?;
-            (li, bi)
-        }
-    };
-    let (l, b) = (&outputs[li].1, &outputs[bi].1);
-    let ok = l.len() == 3
-        && b.len() == 3
-        && l[0] == batch as i64
-        && b[0] == batch as i64
-        && l[1] == b[1]
-        && l[1] > 0
-        && l[2] >= 2
-        && b[2] == 4;
-    if !ok {
-        return Err(not_detr());
-    }
-    Ok((li, bi))
-}
-
-/// Checks outputs fetched from a runtime and assembles them. `outputs` are (name, shape, data).
-pub(crate) fn assemble(
-    outputs: Vec<(String, Vec<i64>, Vec<f32>)>,
-    batch: usize,
-) -> Result<DetrOutputs> {
-    let shapes: Vec<(String, Vec<i64>)> = outputs
-        .iter()
-        .map(|(n, s, _)| (n.clone(), s.clone()))
-        .collect();
-    let (li, bi) = identify_outputs(&shapes, batch)?;
-    let (queries, classes) = (shapes[li].1[1] as usize, shapes[li].1[2] as usize);
-    let mut outputs = outputs;
-    // take the larger index first so the smaller one stays valid
-    let (first, second) = if li > bi { (li, bi) } else { (bi, li) };
-    let a = outputs.swap_remove(first).2;
-    let b = outputs.swap_remove(second).2;
-    let (logits, boxes) = if li > bi { (a, b) } else { (b, a) };
-    if logits.len() != batch * queries * classes || boxes.len() != batch * queries * 4 {
-        return Err(RunError::NotDetr(format!(
-            "{} and {} values for logits and boxes of shapes {:?} and {:?}",
-            logits.len(),
-            boxes.len(),
-            shapes[li].1,
-            shapes[bi].1
-        )));
-    }
-    Ok(DetrOutputs {
-        batch,
-        queries,
-        classes,
-        logits,
-        boxes,
-    })
-}
-
-/// The CPU backend: the tract reference runtime on an ONNX model.
+/// The CPU backend: the tract reference runtime on an ONNX model, planned for one concrete
+/// input shape.
 pub struct CpuBackend {
     reference: Reference,
     shape: ModelShape,
-    input_dims: Vec<usize>,
+    roles: InputRoles,
+    input_dims: Vec<Vec<usize>>,
+    outputs: Vec<(String, Vec<i64>)>,
 }
 
 impl CpuBackend {
-    /// Loads and checks the model: one static `[B,3,H,W]` input, and, where the ONNX file
-    /// declares static output shapes, DETR-shaped outputs (checked again on every run).
+    /// Loads a model with static inputs.
     pub fn load(path: &Path) -> Result<CpuBackend> {
+        Self::load_with(path, &Fix::default())
+    }
+
+    /// Loads the model with its dynamic dimensions fixed by `fix` (batch default 1).
+    pub fn load_with(path: &Path, fix: &Fix) -> Result<CpuBackend> {
         let proto = crate::load::load_proto(path)?;
-        let specs = crate::reference::input_specs(&proto)?;
-        let spec = match specs.as_slice() {
-            [one] => one,
-            _ => {
-                return Err(RunError::BadInput(format!(
-                    "the model has {} inputs ({}); expected one image input",
-                    specs.len(),
-                    specs
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-            }
-        };
-        if !spec.dtype.is_float() {
-            return Err(RunError::BadInput(format!(
-                "input '{}' is {}, expected a floating-point image tensor",
-                spec.name, spec.dtype
-            )));
+        let declared = crate::reference::declared_inputs(&proto)?;
+        let as_i64 = |d: &Option<usize>| d.map_or(-1, |v| v as i64);
+        let described: Vec<(String, Vec<i64>, bool)> = declared
+            .iter()
+            .map(|d| {
+                let dims = d.dims.iter().map(as_i64).collect();
+                (d.name.clone(), dims, d.dtype.is_float())
+            })
+            .collect();
+        let roles = input_roles(&described)?;
+        let image = &declared[roles.image];
+        let shape = ModelShape::resolve(&image.name, &described[roles.image].1, fix)?;
+        let mut specs = Vec::new();
+        for (i, d) in declared.iter().enumerate() {
+            let concrete = if i == roles.image {
+                vec![shape.batch, 3, shape.height, shape.width]
+            } else {
+                vec![shape.batch, 2]
+            };
+            specs.push(d.fix(concrete)?);
         }
-        let dims: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
-        let shape = ModelShape::from_dims(&spec.name, &dims)?;
-        if let Some(declared) = declared_outputs(&proto) {
-            identify_outputs(&declared, shape.batch)?;
-        }
+        let input_dims = specs.iter().map(|s| s.shape.clone()).collect();
+        let outputs = proto
+            .graph
+            .as_ref()
+            .map(super::decode::declared_outputs)
+            .unwrap_or_default();
         drop(proto);
-        let reference = Reference::from_path(path)?;
+        let reference = Reference::from_path_with_inputs(path, specs)?;
         Ok(CpuBackend {
-            input_dims: spec.shape.clone(),
             reference,
             shape,
+            roles,
+            input_dims,
+            outputs,
         })
     }
-}
-
-/// Output names and shapes as the ONNX file declares them, if every one is static.
-fn declared_outputs(proto: &crate::load::proto::ModelProto) -> Option<Vec<(String, Vec<i64>)>> {
-    let g = proto.graph.as_ref()?;
-    g.output
-        .iter()
-        .map(|o| {
-            let ty = crate::ir::TensorType::from_proto(o.r#type.as_ref()?)?;
-            Some((o.name.clone().unwrap_or_default(), ty.static_shape()?))
-        })
-        .collect()
 }
 
 impl Backend for CpuBackend {
@@ -221,23 +247,36 @@ impl Backend for CpuBackend {
         self.shape
     }
 
-    fn infer_tensor(&mut self, input: &[f32]) -> Result<DetrOutputs> {
-        let arr = ArrayD::from_shape_vec(IxDyn(&self.input_dims), input.to_vec()).map_err(|e| {
-            RunError::Options(format!(
-                "input of {} values for shape {:?}: {e}",
-                input.len(),
-                self.input_dims
-            ))
-        })?;
-        let outs = self.reference.run(&[arr])?;
-        let outs = outs
+    fn outputs(&self) -> Vec<(String, Vec<i64>)> {
+        self.outputs.clone()
+    }
+
+    fn takes_sizes(&self) -> bool {
+        self.roles.sizes.is_some()
+    }
+
+    fn infer_tensor(&mut self, input: &[f32], sizes: &[[u32; 2]]) -> Result<RawOutputs> {
+        let mut arrays = Vec::new();
+        for (i, dims) in self.input_dims.iter().enumerate() {
+            // the runtime casts to the input's type: exact for sizes below 2^24
+            let values: Vec<f32> = if i == self.roles.image {
+                input.to_vec()
+            } else {
+                check_batch(sizes.len(), self.shape.batch)?;
+                sizes.iter().flat_map(|s| s.map(|v| v as f32)).collect()
+            };
+            let a = ArrayD::from_shape_vec(IxDyn(dims), values)
+                .map_err(|e| RunError::Options(format!("input of shape {dims:?}: {e}")))?;
+            arrays.push(a);
+        }
+        let outs = self.reference.run(&arrays)?;
+        Ok(outs
             .into_iter()
             .map(|(name, a)| {
                 let shape = a.shape().iter().map(|&d| d as i64).collect();
                 (name, shape, a.iter().copied().collect())
             })
-            .collect();
-        assemble(outs, self.shape.batch)
+            .collect())
     }
 }
 
@@ -245,39 +284,69 @@ impl Backend for CpuBackend {
 mod tests {
     use super::*;
 
-    fn o(n: &str, s: &[i64]) -> (String, Vec<i64>) {
-        (n.to_string(), s.to_vec())
-    }
-
-    #[test]
-    fn outputs_by_name_and_by_shape() {
-        let named = [o("pred_boxes", &[2, 5, 4]), o("pred_logits", &[2, 5, 92])];
-        assert_eq!(identify_outputs(&named, 2).unwrap(), (1, 0));
-        let renamed = [o("a", &[1, 5, 92]), o("b", &[1, 5, 4])];
-        assert_eq!(identify_outputs(&renamed, 1).unwrap(), (0, 1));
-        // 3 classes + no-object: both 4 wide, export order decides
-        let square = [o("a", &[1, 5, 4]), o("b", &[1, 5, 4])];
-        assert_eq!(identify_outputs(&square, 1).unwrap(), (0, 1));
-    }
-
-    #[test]
-    fn non_detr_outputs_are_rejected() {
-        for outs in [
-            vec![o("logits", &[1, 10])],
-            vec![o("pred_logits", &[1, 5, 92]), o("pred_boxes", &[1, 6, 4])],
-            vec![o("pred_logits", &[1, 5, 1]), o("pred_boxes", &[1, 5, 4])],
-            vec![o("pred_logits", &[2, 5, 92]), o("pred_boxes", &[2, 5, 4])],
-        ] {
-            let e = identify_outputs(&outs, 1).unwrap_err();
-            assert!(matches!(e, RunError::NotDetr(_)), "{outs:?}: {e}");
-        }
+    fn i(n: &str, s: &[i64], float: bool) -> (String, Vec<i64>, bool) {
+        (n.to_string(), s.to_vec(), float)
     }
 
     #[test]
     fn input_shape_checks() {
-        assert!(ModelShape::from_dims("x", &[1, 3, 64, 96]).is_ok());
-        assert!(ModelShape::from_dims("x", &[1, 1, 64, 96]).is_err());
-        assert!(ModelShape::from_dims("x", &[-1, 3, 64, 96]).is_err());
-        assert!(ModelShape::from_dims("x", &[3, 64, 96]).is_err());
+        let none = Fix::default();
+        assert!(ModelShape::resolve("x", &[1, 3, 64, 96], &none).is_ok());
+        assert!(ModelShape::resolve("x", &[1, 1, 64, 96], &none).is_err());
+        assert!(ModelShape::resolve("x", &[3, 64, 96], &none).is_err());
+        // a dynamic batch is 1 unless --batch says otherwise
+        let s = ModelShape::resolve("x", &[-1, 3, 64, 96], &none).unwrap();
+        assert_eq!(s.batch, 1);
+        let four = Fix {
+            batch: Some(4),
+            size: None,
+        };
+        assert_eq!(
+            ModelShape::resolve("x", &[-1, 3, 64, 96], &four)
+                .unwrap()
+                .batch,
+            4
+        );
+        let e = ModelShape::resolve("x", &[2, 3, 64, 96], &four).unwrap_err();
+        assert!(e.to_string().contains("static batch of 2"), "{e}");
+        let e = ModelShape::resolve("x", &[1, 3, -1, -1], &none).unwrap_err();
+        assert!(e.to_string().contains("--input-size"), "{e}");
+        let sized = Fix {
+            batch: None,
+            size: Some((32, 48)),
+        };
+        let s = ModelShape::resolve("x", &[1, 3, -1, -1], &sized).unwrap();
+        assert_eq!((s.height, s.width), (32, 48));
+        assert!(ModelShape::resolve("x", &[1, 3, 64, 96], &sized).is_err());
+    }
+
+    #[test]
+    fn image_and_size_inputs_by_shape() {
+        let one = [i("pixel_values", &[1, 3, 64, 96], true)];
+        assert_eq!(
+            input_roles(&one).unwrap(),
+            InputRoles {
+                image: 0,
+                sizes: None
+            }
+        );
+        let deploy = [
+            i("orig_target_sizes", &[-1, 2], false),
+            i("images", &[-1, 3, 640, 640], true),
+        ];
+        assert_eq!(
+            input_roles(&deploy).unwrap(),
+            InputRoles {
+                image: 1,
+                sizes: Some(0)
+            }
+        );
+        let mask = [
+            i("pixel_values", &[1, 3, 64, 96], true),
+            i("pixel_mask", &[1, 64, 96], false),
+        ];
+        let e = input_roles(&mask).unwrap_err().to_string();
+        assert!(e.contains("pixel_mask [1, 64, 96]"), "{e}");
+        assert!(input_roles(&[i("x", &[1, 3, 8, 8], false)]).is_err());
     }
 }

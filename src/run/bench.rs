@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::backend::Backend;
 use super::error::{Result, RunError};
-use super::preprocess;
+use super::preprocess::{self, Normalize};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -41,9 +41,19 @@ pub fn median_p90(samples: &[f64]) -> (f64, f64) {
     (median, s[rank.clamp(1, n) - 1])
 }
 
-/// The benchmark input: a smooth synthetic picture, pre-processed like a real one, so values
-/// are in the range the model sees in use.
+/// The benchmark input: a smooth synthetic picture, pre-processed like a real one (ImageNet
+/// normalization), so values are in the range the model sees in use.
 pub fn synthetic_batch(batch: usize, height: usize, width: usize) -> Vec<f32> {
+    synthetic_batch_with(batch, height, width, Normalize::ImageNet)
+}
+
+/// [`synthetic_batch`] with the model's normalization.
+pub fn synthetic_batch_with(
+    batch: usize,
+    height: usize,
+    width: usize,
+    norm: Normalize,
+) -> Vec<f32> {
     let img = RgbImage::from_fn(width as u32, height as u32, |x, y| {
         Rgb([
             (x * 255 / width.max(1) as u32) as u8,
@@ -52,23 +62,30 @@ pub fn synthetic_batch(batch: usize, height: usize, width: usize) -> Vec<f32> {
         ])
     });
     let refs = vec![&img; batch];
-    preprocess::preprocess_batch(&refs, height, width)
+    preprocess::preprocess_batch_with(&refs, height, width, norm)
 }
 
-/// Times `iters` inferences after `warmup` untimed ones.
-pub fn measure(backend: &mut dyn Backend, iters: usize, warmup: usize) -> Result<Stats> {
+/// Times `iters` inferences after `warmup` untimed ones. Models with a size input get the
+/// model's own size for every image.
+pub fn measure(
+    backend: &mut dyn Backend,
+    iters: usize,
+    warmup: usize,
+    norm: Normalize,
+) -> Result<Stats> {
     if iters == 0 {
         return Err(RunError::Options("--iters must be at least 1".into()));
     }
     let s = backend.shape();
-    let input = synthetic_batch(s.batch, s.height, s.width);
+    let input = synthetic_batch_with(s.batch, s.height, s.width, norm);
+    let sizes = vec![[s.width as u32, s.height as u32]; s.batch];
     for _ in 0..warmup {
-        backend.infer_tensor(&input)?;
+        backend.infer_tensor(&input, &sizes)?;
     }
     let mut ms = Vec::with_capacity(iters);
     for _ in 0..iters {
         let t = Instant::now();
-        let out = backend.infer_tensor(&input)?;
+        let out = backend.infer_tensor(&input, &sizes)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(out);
     }

@@ -21,7 +21,7 @@ use cudarc::driver::{
 use image::RgbImage;
 
 use super::error::{Result, RunError};
-use super::preprocess::{scale, MEAN, STD};
+use super::preprocess::{scale, Normalize};
 
 /// Folders tried for libcuda / libnvrtc when the dynamic loader's normal search finds none
 /// (containers often have the toolkit without an ld.so.conf entry).
@@ -261,9 +261,9 @@ impl GpuPreprocess {
         })
     }
 
-    /// Uploads `images` and writes them as a normalized `[n, 3, height, width]` tensor of
-    /// `out_type` elements into `dst` (a byte buffer of at least that size). Asynchronous on
-    /// the stream; the caller synchronizes.
+    /// Uploads `images` and writes them as an ImageNet-normalized `[n, 3, height, width]`
+    /// tensor of `out_type` elements into `dst` (a byte buffer of at least that size).
+    /// Asynchronous on the stream; the caller synchronizes.
     pub fn run(
         &mut self,
         images: &[&RgbImage],
@@ -272,6 +272,20 @@ impl GpuPreprocess {
         out_type: OutType,
         dst: &mut CudaSlice<u8>,
     ) -> Result<()> {
+        self.run_with(images, height, width, Normalize::ImageNet, out_type, dst)
+    }
+
+    /// [`Self::run`] with a choice of normalization.
+    pub fn run_with(
+        &mut self,
+        images: &[&RgbImage],
+        height: usize,
+        width: usize,
+        norm: Normalize,
+        out_type: OutType,
+        dst: &mut CudaSlice<u8>,
+    ) -> Result<()> {
+        let (mean, stdv) = norm.mean_std();
         let per_image = 3 * height * width * out_type.size();
         if dst.len() < per_image * images.len() {
             return Err(RunError::Cuda(format!(
@@ -336,10 +350,10 @@ impl GpuPreprocess {
                 .arg(&half)
                 .arg(&scale_x)
                 .arg(&scale_y);
-            for m in &MEAN {
+            for m in &mean {
                 launch.arg(m);
             }
-            for s in &STD {
+            for s in &stdv {
                 launch.arg(s);
             }
             // SAFETY: the argument list matches the kernel's signature, `src` holds

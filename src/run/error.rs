@@ -40,6 +40,19 @@ pub enum RunError {
          pred_boxes [B,Q,4], got {0}"
     )]
     NotDetr(String),
+    #[error("--decode {decode} does not fit the model's outputs ({outputs}): {why}")]
+    DecodeMismatch {
+        decode: &'static str,
+        why: String,
+        outputs: String,
+    },
+    #[error(
+        "cannot tell how this model decodes: {0}; give --decode softmax (DETR: softmax with a \
+         trailing no-object class), --decode sigmoid (focal-loss models: Conditional, DAB, \
+         Deformable DETR, RT-DETR, D-FINE) or --decode graph (deploy graphs with labels, boxes, \
+         scores outputs)"
+    )]
+    Undecided(String),
     #[error("{0}")]
     Model(#[from] crate::Error),
     #[error("{NO_CUDA_DRIVER}")]

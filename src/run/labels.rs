@@ -21,11 +21,20 @@ pub const COCO: [&str; 91] = [
     "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 ];
 
+/// The 80 COCO category names in contiguous order (label `i` is the `i`-th used COCO id), as
+/// the 80-class models label them (RT-DETR, D-FINE, and their transformers ports).
+pub fn coco80() -> impl Iterator<Item = &'static str> {
+    COCO.iter().copied().filter(|n| *n != "N/A")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Labels {
-    /// COCO names when the model has 91 classes, class numbers otherwise.
+    /// COCO names when the model has 91 or 80 classes, class numbers otherwise.
     Auto,
+    /// COCO: by id for models of 91 classes, contiguous 80 for others (see [`Labels::resolve`]).
     Coco,
+    /// The contiguous 80-name COCO list.
+    Coco80,
     Names(Vec<String>),
 }
 
@@ -53,11 +62,15 @@ impl Labels {
         Ok(Labels::Names(names))
     }
 
-    /// Resolves `Auto` for a model with `num_classes` real classes (logit width minus one).
-    pub fn resolve(self, num_classes: usize) -> Labels {
-        match self {
-            Labels::Auto if num_classes == COCO.len() => Labels::Coco,
-            other => other,
+    /// Resolves `Auto` and `Coco` for a model with `num_classes` real classes (softmax: logit
+    /// width minus one; sigmoid: logit width; `None` for graphs that decode themselves).
+    /// 91 classes are COCO ids; 80 classes are contiguous COCO labels, and so are the labels of
+    /// the official RT-DETR / D-FINE deploy graphs, which `coco` therefore means for them.
+    pub fn resolve(self, num_classes: Option<usize>) -> Labels {
+        match (self, num_classes) {
+            (Labels::Auto, Some(91)) => Labels::Coco,
+            (Labels::Auto | Labels::Coco, Some(80)) | (Labels::Coco, None) => Labels::Coco80,
+            (other, _) => other,
         }
     }
 
@@ -65,6 +78,7 @@ impl Labels {
     pub fn name(&self, id: usize) -> String {
         let named = match self {
             Labels::Coco => COCO.get(id).map(|s| s.to_string()),
+            Labels::Coco80 => coco80().nth(id).map(str::to_string),
             Labels::Names(v) => v.get(id).filter(|s| !s.is_empty()).cloned(),
             Labels::Auto => None,
         };
@@ -82,8 +96,14 @@ mod tests {
         assert_eq!(COCO[1], "person");
         assert_eq!(COCO[12], "N/A");
         assert_eq!(COCO[90], "toothbrush");
-        assert_eq!(Labels::Auto.resolve(91).name(3), "car");
-        assert_eq!(Labels::Auto.resolve(10).name(3), "class 3");
+        assert_eq!(Labels::Auto.resolve(Some(91)).name(3), "car");
+        assert_eq!(Labels::Auto.resolve(Some(10)).name(3), "class 3");
+        assert_eq!(Labels::Auto.resolve(None).name(3), "class 3");
+        // contiguous: label 2 is car, 79 toothbrush
+        assert_eq!(coco80().count(), 80);
+        assert_eq!(Labels::Auto.resolve(Some(80)).name(2), "car");
+        assert_eq!(Labels::Coco.resolve(None).name(79), "toothbrush");
+        assert_eq!(Labels::Coco.resolve(Some(91)).name(90), "toothbrush");
     }
 
     #[test]

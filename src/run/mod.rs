@@ -1,16 +1,18 @@
 //! `detrc run` and `detrc bench`: object detection with a DETR model on images.
 //!
 //! images -> [`images`] (decode to RGB) -> [`preprocess`] (resize, normalize; or the GPU kernel
-//! in [`cuda`]) -> a [`Backend`] (CPU: tract on ONNX; TensorRT: an engine) -> [`postprocess`]
-//! (softmax, threshold, boxes in original pixels) -> `detections.json` and annotated PNGs
-//! ([`draw`]).
+//! in [`cuda`]) -> a [`Backend`] (CPU: tract on ONNX; TensorRT: an engine) -> [`decode`]
+//! (softmax, sigmoid top-k or the graph's own decode, threshold, boxes in original pixels) ->
+//! `detections.json` and annotated PNGs ([`draw`]).
 //!
-//! Batching: a model of static batch B > 1 is fed B images at a time; the last batch is padded
-//! by repeating its last image, and the padding's results are dropped.
+//! Batching: a model of batch B > 1 (static, or dynamic and fixed by `--batch`) is fed B images
+//! at a time; the last batch is padded by repeating its last image, and the padding's results
+//! are dropped.
 
 pub mod backend;
 pub mod bench;
 pub mod cuda;
+pub mod decode;
 pub mod draw;
 pub mod error;
 pub mod images;
@@ -22,10 +24,12 @@ pub mod tensorrt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use backend::{Backend, CpuBackend, ModelShape};
+pub use backend::{Backend, CpuBackend, Fix, ModelShape};
+pub use decode::{Decode, DecodeOptions};
 pub use error::{Result, RunError};
 pub use labels::Labels;
 pub use postprocess::{Detection, DetrOutputs};
+pub use preprocess::Normalize;
 pub use tensorrt::{TensorRtBackend, TensorRtOptions};
 
 /// Name of the detections file inside the output folder.
@@ -37,6 +41,24 @@ pub struct RunOptions {
     pub threshold: f32,
     pub labels: Labels,
     pub out_dir: PathBuf,
+    pub decode: Decode,
+    /// sigmoid: (query, class) pairs kept per image (default: the number of queries); graph:
+    /// the first `k` the graph emits. Not for softmax.
+    pub top_k: Option<usize>,
+    pub normalize: Normalize,
+}
+
+/// Checks that `decode` and `top_k` fit the backend's model, before anything runs.
+pub fn check_decode(backend: &dyn Backend, decode: Decode, top_k: Option<usize>) -> Result<()> {
+    decode::layout(decode, &backend.outputs(), backend.shape().batch)?;
+    match (decode, top_k) {
+        (_, Some(0)) => Err(RunError::Options("--top-k must be at least 1".into())),
+        (Decode::Softmax, Some(_)) => Err(RunError::Options(
+            "--top-k applies to --decode sigmoid and graph; softmax keeps one class per query"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// What a finished run did.
@@ -76,6 +98,12 @@ pub fn run(
             opts.threshold
         )));
     }
+    check_decode(backend, opts.decode, opts.top_k)?;
+    let dopts = DecodeOptions {
+        decode: opts.decode,
+        top_k: opts.top_k,
+        threshold: opts.threshold,
+    };
     for f in files {
         images::probe(f)?;
     }
@@ -101,14 +129,15 @@ pub fn run(
             refs.push(refs[refs.len() - 1]);
         }
         let ti = Instant::now();
-        let out = backend.infer_images(&refs)?;
+        let raw = backend.infer_images(&refs, opts.normalize)?;
         summary.infer_seconds += ti.elapsed().as_secs_f64();
         summary.batches += 1;
-        let labels = labels.get_or_insert_with(|| opts.labels.clone().resolve(out.classes - 1));
+        let out = decode::assemble(raw, opts.decode, shape.batch)?;
+        let labels =
+            labels.get_or_insert_with(|| opts.labels.clone().resolve(out.num_classes(opts.decode)));
         for (b, ((path, img), out_path)) in chunk.iter().zip(&decoded).zip(outs).enumerate() {
             let name = images::display_name(path);
-            let dets =
-                postprocess::decode(&out, b, &name, img.width(), img.height(), opts.threshold);
+            let dets = out.detections(b, &name, img.width(), img.height(), &dopts);
             let annotated = draw::annotate(img, &dets, labels);
             let png = draw::png_bytes(&annotated).map_err(|e| RunError::Image {
                 path: out_path.clone(),

@@ -1,7 +1,13 @@
-//! DETR post-processing, as `PostProcess` in the DETR reference: softmax over the class logits,
-//! drop the last class (no-object), take the best class per query, and scale the normalized
-//! (cx, cy, w, h) boxes to the original image. Boxes are not clipped to the image, like the
-//! reference; COCO-style (x, y, w, h) is what is reported.
+//! Post-processing of class logits and boxes, the two decodes of [`super::decode`] that read
+//! them:
+//!
+//! - softmax, as `PostProcess` in the DETR reference: softmax over the class logits, drop the
+//!   last class (no-object), best class per query;
+//! - sigmoid, as the focal-loss families: sigmoid per (query, class), the `k` best pairs over
+//!   queries x classes.
+//!
+//! Both scale the normalized (cx, cy, w, h) boxes to the original image. Boxes are not clipped
+//! to the image, like the references; COCO-style (x, y, w, h) is what is reported.
 
 use serde::Serialize;
 
@@ -17,12 +23,12 @@ pub struct Detection {
     pub bbox: [f32; 4],
 }
 
-/// Raw model outputs of one batch, row-major f32.
+/// Class logits and boxes of one batch, row-major f32.
 #[derive(Debug, Clone)]
 pub struct DetrOutputs {
     pub batch: usize,
     pub queries: usize,
-    /// Width of the logits: classes plus the trailing no-object class.
+    /// Width of the logits (for softmax models: classes plus the trailing no-object class).
     pub classes: usize,
     /// `[batch, queries, classes]`
     pub logits: Vec<f32>,
@@ -84,6 +90,55 @@ pub fn decode(
         .collect()
 }
 
+/// Sigmoid in f32, `1 / (1 + e^-x)`.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Sigmoid detections of batch entry `b`: the `k` best (query, class) pairs over all queries
+/// and classes, best first, then those scoring at least `threshold`.
+///
+/// Order: by logit, descending (the order of the exact sigmoid; f32 sigmoids of distinct large
+/// logits round to the same 1.0), ties by the lower flat index `query * classes + class`, the
+/// tie rule of ONNX TopK. Pairs with a NaN logit are never kept.
+pub fn decode_sigmoid(
+    out: &DetrOutputs,
+    b: usize,
+    image: &str,
+    orig_w: u32,
+    orig_h: u32,
+    threshold: f32,
+    k: usize,
+) -> Vec<Detection> {
+    let n = out.queries * out.classes;
+    let logits = &out.logits[b * n..][..n];
+    let mut order: Vec<usize> = (0..n).filter(|&i| !logits[i].is_nan()).collect();
+    let by_logit = |a: &usize, c: &usize| logits[*c].total_cmp(&logits[*a]).then(a.cmp(c));
+    if k < order.len() {
+        // the k best in any order, then sorted: O(n + k log k) instead of sorting all pairs
+        order.select_nth_unstable_by(k, by_logit);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(by_logit);
+    let (w, h) = (orig_w as f32, orig_h as f32);
+    order
+        .into_iter()
+        .filter_map(|i| {
+            let score = sigmoid(logits[i]);
+            if score < threshold {
+                return None;
+            }
+            let [cx, cy, bw, bh] = out.query_box(b, i / out.classes);
+            Some(Detection {
+                image: image.to_string(),
+                category_id: i % out.classes,
+                score,
+                bbox: [(cx - 0.5 * bw) * w, (cy - 0.5 * bh) * h, bw * w, bh * h],
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +166,47 @@ mod tests {
         assert_eq!(d[0].category_id, 0);
         assert_eq!(d[0].bbox, [50.0, 37.5, 100.0, 25.0]);
         assert_eq!(decode(&out, 0, "a.png", 200, 100, 0.0).len(), 2);
+    }
+
+    #[test]
+    fn sigmoid_takes_the_best_pairs_over_queries_and_classes() {
+        // query 1 holds the two best pairs; the tie at 1.0 goes to the lower flat index
+        let out = DetrOutputs {
+            batch: 2,
+            queries: 2,
+            classes: 3,
+            logits: vec![
+                1.0,
+                -5.0,
+                0.0,
+                3.0,
+                1.0,
+                20.0, // image 0
+                f32::NAN,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0, // image 1
+            ],
+            boxes: vec![
+                0.5, 0.5, 0.2, 0.2, 0.25, 0.5, 0.5, 1.0, 0.5, 0.5, 1.0, 1.0, 0.5, 0.5, 1.0, 1.0,
+            ],
+        };
+        let d = decode_sigmoid(&out, 0, "a", 100, 10, 0.0, 3);
+        let got: Vec<(usize, f32)> = d.iter().map(|d| (d.category_id, d.score)).collect();
+        assert_eq!(
+            got,
+            [(2, sigmoid(20.0)), (0, sigmoid(3.0)), (0, sigmoid(1.0))]
+        );
+        assert_eq!(d[0].bbox, [0.0, 0.0, 50.0, 10.0]);
+        assert_eq!(d[2].bbox, [40.0, 4.0, 20.0, 2.0]);
+        assert_eq!(decode_sigmoid(&out, 0, "a", 1, 1, 0.9, 6).len(), 2);
+        assert_eq!(decode_sigmoid(&out, 0, "a", 1, 1, 0.0, 100).len(), 6);
+        // NaN dropped, ties in index order
+        let d = decode_sigmoid(&out, 1, "a", 1, 1, 0.0, 2);
+        let got: Vec<usize> = d.iter().map(|d| d.category_id).collect();
+        assert_eq!(got, [1, 2]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! CPU pre-processing: RGB u8 (HWC) -> bilinear resize -> /255 -> ImageNet normalize -> CHW f32.
+//! CPU pre-processing: RGB u8 (HWC) -> bilinear resize -> /255 -> normalize (ImageNet mean/std,
+//! or none for the official RT-DETR / D-FINE deploy graphs) -> CHW f32.
 //!
 //! # Resize convention
 //!
@@ -30,6 +31,27 @@ use image::RgbImage;
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// What is done to the `[0, 1]` pixel values after the resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalize {
+    /// `(v - MEAN) / STD`: DETR, and the transformers exports of the whole family.
+    ImageNet,
+    /// `[0, 1]` only: the official RT-DETR / D-FINE deploy graphs (`ToTensor()` and nothing
+    /// else in their inference scripts).
+    Unit,
+}
+
+impl Normalize {
+    /// Mean and standard deviation per channel. `Unit` is mean 0, std 1, which leaves
+    /// `v / 255` bit-exact, so one formula (and one GPU kernel) serves both.
+    pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Normalize::ImageNet => (MEAN, STD),
+            Normalize::Unit => ([0.0; 3], [1.0; 3]),
+        }
+    }
+}
+
 /// Source taps of one output coordinate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Tap {
@@ -60,9 +82,22 @@ pub(crate) fn taps(input: usize, output: usize) -> Vec<Tap> {
         .collect()
 }
 
-/// Writes one image as a normalized CHW tensor of `3 * height * width` values into `out`.
-/// Images of zero width or height cannot come from the decoder; they leave `out` unchanged.
+/// Writes one image as an ImageNet-normalized CHW tensor of `3 * height * width` values into
+/// `out`. Images of zero width or height cannot come from the decoder; they leave `out`
+/// unchanged.
 pub fn preprocess_into(img: &RgbImage, height: usize, width: usize, out: &mut [f32]) {
+    preprocess_into_with(img, height, width, Normalize::ImageNet, out)
+}
+
+/// [`preprocess_into`] with a choice of normalization.
+pub fn preprocess_into_with(
+    img: &RgbImage,
+    height: usize,
+    width: usize,
+    norm: Normalize,
+    out: &mut [f32],
+) {
+    let (mean, std) = norm.mean_std();
     let (in_w, in_h) = (img.width() as usize, img.height() as usize);
     debug_assert_eq!(out.len(), 3 * height * width);
     if in_w == 0 || in_h == 0 {
@@ -87,18 +122,28 @@ pub fn preprocess_into(img: &RgbImage, height: usize, width: usize, out: &mut [f
                 let top = (1.0 - lx) * p00 + lx * p01;
                 let bot = (1.0 - lx) * p10 + lx * p11;
                 let v = (1.0 - ly) * top + ly * bot;
-                out[c * plane + y * width + x] = (v / 255.0 - MEAN[c]) / STD[c];
+                out[c * plane + y * width + x] = (v / 255.0 - mean[c]) / std[c];
             }
         }
     }
 }
 
-/// A batch tensor `[images.len(), 3, height, width]`, flattened.
+/// A batch tensor `[images.len(), 3, height, width]`, flattened, ImageNet-normalized.
 pub fn preprocess_batch(images: &[&RgbImage], height: usize, width: usize) -> Vec<f32> {
+    preprocess_batch_with(images, height, width, Normalize::ImageNet)
+}
+
+/// [`preprocess_batch`] with a choice of normalization.
+pub fn preprocess_batch_with(
+    images: &[&RgbImage],
+    height: usize,
+    width: usize,
+    norm: Normalize,
+) -> Vec<f32> {
     let per = 3 * height * width;
     let mut out = vec![0f32; per * images.len()];
     for (img, chunk) in images.iter().zip(out.chunks_exact_mut(per)) {
-        preprocess_into(img, height, width, chunk);
+        preprocess_into_with(img, height, width, norm, chunk);
     }
     out
 }
@@ -166,6 +211,20 @@ mod tests {
         let want = [0.0, 50.0, 150.0, 200.0];
         for (x, w) in want.iter().enumerate() {
             assert!((out[x] - norm(*w, 0)).abs() < 1e-6, "x={x}");
+        }
+    }
+
+    #[test]
+    fn unit_normalization_is_plain_division() {
+        let img = RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8 * 100, y as u8 * 255, 1]));
+        let out = preprocess_batch_with(&[&img], 2, 3, Normalize::Unit);
+        for y in 0..2 {
+            for x in 0..3 {
+                let p = img.get_pixel(x as u32, y as u32).0;
+                for c in 0..3 {
+                    assert_eq!(out[c * 6 + y * 3 + x], p[c] as f32 / 255.0);
+                }
+            }
         }
     }
 

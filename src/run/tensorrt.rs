@@ -17,10 +17,11 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, PinnedHostSlice};
 use image::RgbImage;
 use trtx::{CudaEngine, DataType, ExecutionContext, LogHandler, Logger, Runtime, Severity};
 
-use super::backend::{assemble, check_batch, Backend, ModelShape};
+use super::backend::{check_batch, image_sizes, input_roles, Backend, ModelShape};
 use super::cuda::{self, GpuPreprocess, OutType};
+use super::decode::RawOutputs;
 use super::error::{Result, RunError};
-use super::postprocess::DetrOutputs;
+use super::preprocess::{preprocess_batch_with, Normalize};
 
 fn trt(what: &str) -> impl Fn(trtx::Error) -> RunError + '_ {
     move |e| {
@@ -67,22 +68,84 @@ fn logger() -> Result<&'static Logger> {
     Ok(LOGGER.get_or_init(|| l))
 }
 
+/// Element types of engine I/O: float images and outputs, integer sizes and labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Elem {
+    F32,
+    F16,
+    I32,
+    I64,
+}
+
+impl Elem {
+    fn size(self) -> usize {
+        match self {
+            Elem::F16 => 2,
+            Elem::F32 | Elem::I32 => 4,
+            Elem::I64 => 8,
+        }
+    }
+
+    fn is_float(self) -> bool {
+        matches!(self, Elem::F32 | Elem::F16)
+    }
+
+    /// Little-endian bytes of this type, widened to f32 (labels and sizes are exact below
+    /// 2^24).
+    fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Elem::F32 => OutType::F32.to_f32(bytes),
+            Elem::F16 => OutType::F16.to_f32(bytes),
+            Elem::I32 => bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+                .collect(),
+            Elem::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    i64::from_le_bytes(a) as f32
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes `values` as this type into `dst` (exactly `values.len() * size()` bytes).
+    fn write(self, values: impl Iterator<Item = f32>, dst: &mut [u8]) {
+        let n = self.size();
+        for (d, v) in dst.chunks_exact_mut(n).zip(values) {
+            match self {
+                Elem::F32 => d.copy_from_slice(&v.to_le_bytes()),
+                Elem::F16 => d.copy_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                Elem::I32 => d.copy_from_slice(&(v as i32).to_le_bytes()),
+                Elem::I64 => d.copy_from_slice(&(v as i64).to_le_bytes()),
+            }
+        }
+    }
+}
+
 /// One engine I/O tensor.
 #[derive(Debug, Clone)]
 struct Io {
     name: String,
-    dtype: OutType,
+    dtype: Elem,
     /// Shape for the batch in use (dynamic dimensions resolved).
     dims: Vec<i64>,
+    /// Shape as the engine declares it (-1 for dynamic).
+    declared: Vec<i64>,
     bytes: usize,
 }
 
-fn elem_type(name: &str, dt: DataType) -> Result<OutType> {
+fn elem_type(name: &str, dt: DataType) -> Result<Elem> {
     match dt {
-        DataType::kFLOAT => Ok(OutType::F32),
-        DataType::kHALF => Ok(OutType::F16),
+        DataType::kFLOAT => Ok(Elem::F32),
+        DataType::kHALF => Ok(Elem::F16),
+        DataType::kINT32 => Ok(Elem::I32),
+        DataType::kINT64 => Ok(Elem::I64),
         other => Err(RunError::BadInput(format!(
-            "engine tensor '{name}' is {other:?}; only float32 and float16 I/O is supported"
+            "engine tensor '{name}' is {other:?}; only float32, float16, int32 and int64 I/O \
+             is supported"
         ))),
     }
 }
@@ -103,6 +166,8 @@ pub struct TensorRtBackend {
     _engine: CudaEngine<'static>,
     _runtime: Runtime<'static>,
     input: Io,
+    /// The `orig_target_sizes`-style input, if the engine has one.
+    sizes: Option<(Io, CudaSlice<u8>)>,
     outputs: Vec<Io>,
     shape: ModelShape,
     d_input: CudaSlice<u8>,
@@ -119,8 +184,9 @@ pub struct TensorRtBackend {
 pub struct TensorRtOptions {
     /// Folder with the TensorRT-RTX library (`--tensorrt-dir`).
     pub lib_dir: Option<PathBuf>,
-    /// Batch size for engines with a dynamic batch dimension (default 1).
-    pub batch: Option<usize>,
+    /// Batch size for engines with a dynamic batch dimension (default 1), height and width for
+    /// engines with a dynamic image size.
+    pub fix: super::backend::Fix,
     /// GPU ordinal.
     pub device: usize,
     /// Pre-process on the CPU even when the GPU kernel is available.
@@ -176,40 +242,55 @@ impl TensorRtBackend {
                 _ => {}
             }
         }
-        let (in_name, mut in_dims, in_dt) = match inputs.as_slice() {
-            [one] => one.clone(),
-            _ => {
-                return Err(RunError::BadInput(format!(
-                    "the engine has {} inputs; expected one image input",
-                    inputs.len()
-                )))
+        let described: Vec<(String, Vec<i64>, bool)> = inputs
+            .iter()
+            .map(|(n, d, dt)| {
+                let float = elem_type(n, *dt).is_ok_and(Elem::is_float);
+                (n.clone(), d.clone(), float)
+            })
+            .collect();
+        let roles = input_roles(&described)?;
+        let (in_name, in_declared, in_dt) = inputs[roles.image].clone();
+        let shape = ModelShape::resolve(&in_name, &in_declared, &opts.fix)?;
+        // An engine built with a profile has -1 where the profile ranges; every dynamic
+        // dimension is set on the context before its output shapes can be read.
+        let mut set_shape = |name: &str, declared: &[i64], dims: Vec<i64>| -> Result<Vec<i64>> {
+            if declared.iter().any(|&d| d < 0) {
+                context
+                    .set_input_shape(name, &trtx::trtx_sys::Dims64::from_slice(&dims))
+                    .map_err(trt(&format!(
+                        "the engine's profile does not accept input '{name}' at {dims:?}"
+                    )))?;
             }
+            Ok(dims)
         };
-        if in_dims.len() == 4 && in_dims[0] == -1 {
-            let b = opts.batch.unwrap_or(1);
-            in_dims[0] = b as i64;
-            context
-                .set_input_shape(&in_name, &trtx::trtx_sys::Dims64::from_slice(&in_dims))
-                .map_err(trt(&format!("engine does not accept batch {b}")))?;
-        }
-        let shape = ModelShape::from_dims(&in_name, &in_dims)?;
-        if let Some(b) = opts.batch {
-            if b != shape.batch {
-                return Err(RunError::Options(format!(
-                    "--batch {b}, but the engine's batch is fixed at {}",
-                    shape.batch
-                )));
-            }
-        }
+        let (b, h, w) = (shape.batch as i64, shape.height as i64, shape.width as i64);
+        let in_dims = set_shape(&in_name, &in_declared, vec![b, 3, h, w])?;
         let in_type = elem_type(&in_name, in_dt)?;
         let input = Io {
             bytes: volume(&in_dims)? * in_type.size(),
             name: in_name,
             dtype: in_type,
             dims: in_dims,
+            declared: in_declared,
+        };
+        let size_io = match roles.sizes {
+            Some(i) => {
+                let (name, declared, dt) = inputs[i].clone();
+                let dims = set_shape(&name, &declared, vec![b, 2])?;
+                let dtype = elem_type(&name, dt)?;
+                Some(Io {
+                    bytes: volume(&dims)? * dtype.size(),
+                    name,
+                    dtype,
+                    dims,
+                    declared,
+                })
+            }
+            None => None,
         };
         let mut out_ios = Vec::new();
-        for (name, _, dt) in outputs {
+        for (name, declared, dt) in outputs {
             let d = context.tensor_shape(&name).map_err(trt("output shape"))?;
             let dims: Vec<i64> = d.d[..(d.nbDims.clamp(0, 8) as usize)].to_vec();
             let dtype = elem_type(&name, dt)?;
@@ -218,13 +299,9 @@ impl TensorRtBackend {
                 name,
                 dtype,
                 dims,
+                declared,
             });
         }
-        let named: Vec<(String, Vec<i64>)> = out_ios
-            .iter()
-            .map(|o| (o.name.clone(), o.dims.clone()))
-            .collect();
-        super::backend::identify_outputs(&named, shape.batch)?;
 
         let cerr = |what: &'static str| {
             move |e: cudarc::driver::DriverError| RunError::Cuda(format!("{what}: {e}"))
@@ -232,6 +309,15 @@ impl TensorRtBackend {
         let d_input = stream
             .alloc_zeros::<u8>(input.bytes)
             .map_err(cerr("cannot allocate GPU memory"))?;
+        let sizes = match size_io {
+            Some(io) => {
+                let d = stream
+                    .alloc_zeros::<u8>(io.bytes)
+                    .map_err(cerr("cannot allocate GPU memory"))?;
+                Some((io, d))
+            }
+            None => None,
+        };
         let mut d_outputs = Vec::new();
         let mut h_outputs = Vec::new();
         for o in &out_ios {
@@ -264,6 +350,7 @@ impl TensorRtBackend {
             _engine: engine,
             _runtime: runtime,
             input,
+            sizes,
             outputs: out_ios,
             shape,
             d_input,
@@ -292,6 +379,15 @@ impl TensorRtBackend {
         }
         .map_err(trt("cannot bind the input"))?;
         drop(_rec);
+        if let Some((io, buf)) = self.sizes.as_mut() {
+            let (ptr, _rec) = buf.device_ptr_mut(&self.stream);
+            // SAFETY: as above.
+            unsafe {
+                self.context
+                    .set_tensor_address(&io.name, ptr as *mut std::ffi::c_void)
+            }
+            .map_err(trt("cannot bind the size input"))?;
+        }
         for (o, buf) in self.outputs.iter().zip(self.d_outputs.iter_mut()) {
             let (ptr, _rec) = buf.device_ptr_mut(&self.stream);
             // SAFETY: as above.
@@ -304,8 +400,26 @@ impl TensorRtBackend {
         Ok(())
     }
 
-    /// Enqueues the engine on the input already on the GPU, downloads the outputs, waits.
-    fn execute(&mut self) -> Result<DetrOutputs> {
+    /// Uploads each image's `[w, h]` to the size input, if the engine has one.
+    fn upload_sizes(&mut self, sizes: &[[u32; 2]]) -> Result<()> {
+        let Some((io, buf)) = self.sizes.as_mut() else {
+            return Ok(());
+        };
+        check_batch(sizes.len(), self.shape.batch)?;
+        let mut bytes = vec![0u8; io.bytes];
+        io.dtype
+            .write(sizes.iter().flat_map(|s| s.map(|v| v as f32)), &mut bytes);
+        self.stream
+            .memcpy_htod(&bytes, buf)
+            .map_err(|e| RunError::Cuda(format!("cannot upload the sizes: {e}")))?;
+        // pageable source: make sure the copy is done before `bytes` goes away
+        self.stream
+            .synchronize()
+            .map_err(|e| RunError::Cuda(format!("cannot upload the sizes: {e}")))
+    }
+
+    /// Enqueues the engine on the inputs already on the GPU, downloads the outputs, waits.
+    fn execute(&mut self) -> Result<RawOutputs> {
         let cerr = |what: &'static str| {
             move |e: cudarc::driver::DriverError| RunError::Cuda(format!("{what}: {e}"))
         };
@@ -331,7 +445,7 @@ impl TensorRtBackend {
                 .map_err(cerr("cannot read the pinned outputs"))?;
             outs.push((o.name.clone(), o.dims.clone(), o.dtype.to_f32(bytes)));
         }
-        assemble(outs, self.shape.batch)
+        Ok(outs)
     }
 }
 
@@ -358,7 +472,18 @@ impl Backend for TensorRtBackend {
         self.shape
     }
 
-    fn infer_tensor(&mut self, input: &[f32]) -> Result<DetrOutputs> {
+    fn outputs(&self) -> Vec<(String, Vec<i64>)> {
+        self.outputs
+            .iter()
+            .map(|o| (o.name.clone(), o.declared.clone()))
+            .collect()
+    }
+
+    fn takes_sizes(&self) -> bool {
+        self.sizes.is_some()
+    }
+
+    fn infer_tensor(&mut self, input: &[f32], sizes: &[[u32; 2]]) -> Result<RawOutputs> {
         if input.len() != self.shape.input_len() {
             return Err(RunError::Options(format!(
                 "input of {} values for an engine input of {}",
@@ -371,42 +496,32 @@ impl Backend for TensorRtBackend {
                 .h_input
                 .as_mut_slice()
                 .map_err(|e| RunError::Cuda(format!("cannot map pinned memory: {e}")))?;
-            match self.input.dtype {
-                OutType::F32 => {
-                    for (dst, v) in host.chunks_exact_mut(4).zip(input) {
-                        dst.copy_from_slice(&v.to_le_bytes());
-                    }
-                }
-                OutType::F16 => {
-                    for (dst, v) in host.chunks_exact_mut(2).zip(input) {
-                        dst.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
-                    }
-                }
-            }
+            self.input.dtype.write(input.iter().copied(), host);
         }
         self.stream
             .memcpy_htod(&self.h_input, &mut self.d_input)
             .map_err(|e| RunError::Cuda(format!("cannot upload the input: {e}")))?;
+        self.upload_sizes(sizes)?;
         self.execute()
     }
 
-    fn infer_images(&mut self, images: &[&RgbImage]) -> Result<DetrOutputs> {
+    fn infer_images(&mut self, images: &[&RgbImage], norm: Normalize) -> Result<RawOutputs> {
         let s = self.shape;
         check_batch(images.len(), s.batch)?;
-        match self.pre.as_mut() {
-            Some(pre) => {
-                pre.run(
-                    images,
-                    s.height,
-                    s.width,
-                    self.input.dtype,
-                    &mut self.d_input,
-                )?;
+        let kernel_type = match self.input.dtype {
+            Elem::F32 => Some(OutType::F32),
+            Elem::F16 => Some(OutType::F16),
+            Elem::I32 | Elem::I64 => None,
+        };
+        match (self.pre.as_mut(), kernel_type) {
+            (Some(pre), Some(out_type)) => {
+                pre.run_with(images, s.height, s.width, norm, out_type, &mut self.d_input)?;
+                self.upload_sizes(&image_sizes(images))?;
                 self.execute()
             }
-            None => {
-                let input = super::preprocess::preprocess_batch(images, s.height, s.width);
-                self.infer_tensor(&input)
+            _ => {
+                let input = preprocess_batch_with(images, s.height, s.width, norm);
+                self.infer_tensor(&input, &image_sizes(images))
             }
         }
     }

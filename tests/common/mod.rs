@@ -12,6 +12,8 @@ use detrc::pass::{Context, Outcome, Pass};
 use detrc::reference::compare::{compare, Tolerance};
 use detrc::reference::Reference;
 
+pub mod run;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

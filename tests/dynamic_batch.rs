@@ -1,0 +1,426 @@
+//! `--batch dynamic` / `--batch N` / `--input-shape`: batch-baked exports generalised, checked
+//! image by image against the original at several batch sizes (tract in-process, onnxruntime
+//! through scripts/ort_batch_check.py), bad shape options as usage errors, and the small
+//! hand-built graphs of `generalize-batch` with snapshots.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use detrc::driver::{compile_with, verify_batches};
+use detrc::pass::Pipeline;
+use detrc::reference::compare::Tolerance;
+use detrc::shapes::{Batch, ShapeOptions};
+
+fn detrc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_detrc"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The exports whose batch is traced in: the dynamic-axis DETRs and a static batch-1 DETR,
+/// plus the family exports when their folder is there (copied from the family fixtures).
+fn batch_fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures/dynamic"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    v.sort();
+    // A static batch-2 export (batch baked into every shape, no dynamic axis).
+    v.push(fixture("detr_tiny_op12_b2.onnx"));
+    v
+}
+
+fn dynamic(path: &Path) -> detrc::driver::Compiled {
+    let p = Pipeline::new(detrc::passes::registry());
+    let shapes = ShapeOptions {
+        batch: Batch::Dynamic,
+        input_shapes: vec![],
+    };
+    compile_with(path, &p, &shapes, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn dynamic_batch_matches_the_original_image_by_image_at_batch_1_to_4() {
+    for f in batch_fixtures() {
+        let c = dynamic(&f);
+        let change = c.batch.clone().expect("batch changed");
+        let bytes = encode(&c.model);
+        let v = verify_batches(
+            &f,
+            &bytes,
+            &change,
+            &[1, 2, 3, 4],
+            &[0],
+            Tolerance {
+                atol: 1e-4,
+                rtol: 1e-4,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(v.ok(), "{}: {:?}", f.display(), v.outputs);
+        // Every batch size ran: one entry per output and batch.
+        assert_eq!(v.outputs.len(), 2 * 4, "{}: {:?}", f.display(), v.outputs);
+        let g = detrc::ir::from_onnx::import(c.model).unwrap();
+        for op in ["Where", "CumSum", "Not", "Split"] {
+            assert_eq!(op_count(&g, op), 0, "{}: {op} left", f.display());
+        }
+        let r = c
+            .reports
+            .iter()
+            .find(|r| r.pass == "generalize-batch")
+            .expect("generalize-batch ran");
+        assert!(
+            r.details[0].starts_with(&format!("batch {} made symbolic", change.traced)),
+            "{:?}",
+            r.details
+        );
+    }
+}
+
+#[test]
+fn the_traced_batch_is_found_and_its_reshapes_are_justified() {
+    let f = root().join("fixtures/dynamic/detr_tiny_op17_b2_dyn.onnx");
+    let c = dynamic(&f);
+    assert_eq!(c.batch.as_ref().unwrap().traced, 2);
+    let r = c
+        .reports
+        .iter()
+        .find(|r| r.pass == "generalize-batch")
+        .unwrap();
+    assert!(
+        r.details
+            .iter()
+            .any(|l| l.starts_with("Reshape '") && l.contains(": batch 2 in target [")),
+        "{:?}",
+        r.details
+    );
+    // The position embedding folded by fold-mask is one image now, broadcast over the batch.
+    assert!(
+        r.details
+            .iter()
+            .any(|l| l.contains("identical images") && l.contains("(broadcast)")),
+        "{:?}",
+        r.details
+    );
+    // The NestedTensor Split -> Pad -> Concat over the two traced images went as an identity.
+    let ic = c
+        .reports
+        .iter()
+        .find(|r| r.pass == "identity-chains" && r.status == "changed");
+    assert!(ic.is_some());
+}
+
+#[test]
+fn batch_n_is_static_at_n_and_verified_per_image() {
+    let dir = tmpdir();
+    let f = root().join("fixtures/dynamic/detr_tiny_op17_b2_dyn.onnx");
+    let out = dir.path().join("b3.onnx");
+    let o = detrc(&[
+        "compile",
+        f.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--batch",
+        "3",
+        "--verify",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (g, _) = detrc::driver::load_graph(&out).unwrap();
+    let n = g.graph_inputs()[0];
+    let ty = g.node(n).outputs[0].ty.clone().unwrap();
+    assert_eq!(ty.static_shape(), Some(vec![3, 3, 64, 96]));
+    // Static: no shape arithmetic is left to compute the batch at run time.
+    assert_eq!(op_count(&g, "Shape"), 0);
+}
+
+#[test]
+fn verify_runs_a_dynamic_result_at_batch_1_and_3() {
+    let dir = tmpdir();
+    let f = root().join("fixtures/dynamic/detr_tiny_op17_b2_dyn.onnx");
+    let out = dir.path().join("dyn.onnx");
+    let rep = dir.path().join("r.json");
+    let o = detrc(&[
+        "compile",
+        f.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--batch",
+        "dynamic",
+        "--verify",
+        "--report",
+        rep.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let names: Vec<String> = j["verification"]["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .collect();
+    for want in ["pred_logits (batch 1)", "pred_logits (batch 3)"] {
+        assert!(names.iter().any(|n| n == want), "{names:?}");
+    }
+    let (g, _) = detrc::driver::load_graph(&out).unwrap();
+    let n = g.graph_inputs()[0];
+    let ty = g.node(n).outputs[0].ty.clone().unwrap();
+    assert_eq!(ty.to_string(), "f32[batch,3,64,96]");
+}
+
+#[test]
+fn onnxruntime_runs_every_dynamic_result_at_batch_1_to_4_image_by_image() {
+    let Some(py) = python() else {
+        assert!(
+            std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
+            "DETRC_REQUIRE_ORT is set but .venv is missing"
+        );
+        eprintln!("SKIP: no .venv with onnxruntime (scripts/setup_python.sh makes it)");
+        return;
+    };
+    let dir = tmpdir();
+    let mut files = batch_fixtures();
+    // Family exports (transformers RT-DETR with a dynamic axis, official RT-DETRv2 / D-FINE)
+    // when a copy is present: fixtures/family/ is made by scripts/make_family_fixtures.py.
+    if let Ok(rd) = std::fs::read_dir(root().join("fixtures/family")) {
+        let mut extra: Vec<PathBuf> = rd
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .collect();
+        extra.sort();
+        files.extend(extra);
+    }
+    for f in files {
+        let out = dir.path().join(f.file_name().unwrap());
+        let c = dynamic(&f);
+        detrc::emit::save(&c.model, &out, detrc::emit::ExternalData::Never).unwrap();
+        let o = Command::new(&py)
+            .arg(root().join("scripts/ort_batch_check.py"))
+            .arg(&f)
+            .arg(&out)
+            .args(["--batches", "1,2,3,4", "--atol", "1e-4", "--rtol", "1e-4"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}{}",
+            f.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+fn usage_error(input: &Path, extra: &[&str], want: &str) {
+    let dir = tmpdir();
+    let out = dir.path().join("out.onnx");
+    let mut args = vec![
+        "compile",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = detrc(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains(want), "expected '{want}' in: {err}");
+    assert_eq!(file_names(dir.path()), Vec::<String>::new(), "wrote files");
+}
+
+#[test]
+fn shape_options_that_contradict_the_model_are_usage_errors() {
+    let b1 = fixture("detr_tiny_op17_b1.onnx");
+    let dynf = root().join("fixtures/dynamic/detr_tiny_op17_b2_dyn.onnx");
+    usage_error(
+        &b1,
+        &["--input-shape", "pixels:1x3x64x96"],
+        "input 'pixels': not an input of the model (inputs: images)",
+    );
+    usage_error(
+        &b1,
+        &["--input-shape", "images:1x3x64"],
+        "input 'images': --input-shape gives rank 3",
+    );
+    usage_error(
+        &b1,
+        &["--input-shape", "images:1x3x64x64"],
+        "input 'images': dimension 3 is fixed to 96 by the model, not 64",
+    );
+    usage_error(
+        &b1,
+        &["--batch", "4"],
+        "input 'images': the model fixes the batch to 1, not 4; use --batch dynamic",
+    );
+    let _ = &dynf;
+    usage_error(
+        &dynf,
+        &["--input-shape", "images:2x3x64x96x1", "--batch", "dynamic"],
+        "input 'images': --input-shape gives rank 5",
+    );
+    usage_error(&b1, &["--batch", "0"], "--batch");
+    usage_error(
+        &b1,
+        &["--input-shape", "images:1x3xAx96"],
+        "is not a dimension",
+    );
+}
+
+#[test]
+fn input_shape_fixes_a_dynamic_batch_before_the_passes() {
+    let dir = tmpdir();
+    let f = root().join("fixtures/dynamic/detr_tiny_op17_b2_dyn.onnx");
+    let out = dir.path().join("s.onnx");
+    let o = detrc(&[
+        "compile",
+        f.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--input-shape",
+        "images:2x3x64x96",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (g, _) = detrc::driver::load_graph(&out).unwrap();
+    // All static folding applied: the mask machinery and the batch loop are gone.
+    for op in ["Where", "CumSum", "Split", "Shape"] {
+        assert_eq!(op_count(&g, op), 0, "{op} left");
+    }
+    let orig = std::fs::read(fixture("detr_tiny_op17_b2.onnx")).unwrap();
+    // Same weights as the static batch-2 export, so the same outputs on the same inputs.
+    assert_same_outputs(&orig, &std::fs::read(&out).unwrap(), 1e-4);
+}
+
+// ---------- hand-built graphs ----------
+
+fn generalize(m: &M) -> (detrc::ir::Graph, Vec<String>) {
+    let mut g = m.graph();
+    let p = Pipeline::new(vec![Box::new(detrc::passes::infer_shapes::InferShapes)]);
+    p.run(&mut g, &mut |_| {}).unwrap();
+    let lines = detrc::passes::generalize_batch::generalize(&mut g).expect("generalises");
+    g.fix_output_names();
+    g.validate().unwrap();
+    (g, lines)
+}
+
+/// Runs `after` at batch `k` and `before` (static batch 1) image by image.
+fn same_per_image(before: &M, after: &detrc::ir::Graph, k: usize) {
+    let dir = tmpdir();
+    let p = dir.path().join("before.onnx");
+    std::fs::write(&p, encode(&before.model())).unwrap();
+    let g0 = before.graph();
+    let shapes = detrc::shapes::static_input_shapes(&g0).unwrap();
+    let change = detrc::driver::BatchChange {
+        traced: shapes[0].1[0] as i64,
+        result: None,
+        input_shapes: shapes,
+    };
+    let v = verify_batches(
+        &p,
+        &encode(&after.export()),
+        &change,
+        &[k as i64],
+        &[0, 1],
+        Tolerance::default(),
+    )
+    .unwrap();
+    assert!(v.ok(), "{:?}", v.outputs);
+}
+
+#[test]
+fn unit_reshape_with_a_baked_batch_follows_the_input() {
+    // [1,4,2,3] -> Reshape [1,4,6] (batch 1 baked) -> Relu.
+    let m = M::new(17)
+        .input("x", &[1, 4, 2, 3])
+        .i64("t", &[3], &[1, 4, 6])
+        .node("Reshape", &["x", "t"], &["r"], vec![])
+        .node("Relu", &["r"], &["y"], vec![])
+        .output("y");
+    let before = m.graph().dump();
+    let (g, lines) = generalize(&m);
+    let text = format!("{before}\n----\n{}\n----\n{}", g.dump(), lines.join("\n"));
+    insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!("dynamic_batch__reshape", text);
+    });
+    assert!(lines[1].starts_with("Reshape 'Reshape_0': batch 1 in target [1, 4, 6] -> [0, 4, 6]"));
+    same_per_image(&m, &g, 3);
+}
+
+#[test]
+#[ignore = "known gap: at batch 1 the batch axis of a merged attention reshape is ambiguous \
+            (static batch-1 DETR fails with a clear error); see docs/dynamic-batch.md"]
+fn unit_merged_heads_and_a_zero_query_constant_get_the_batch() {
+    // The attention pattern of a batch-1 export: the key side [hw, B, C] comes from the image,
+    // the query side is a constant [Q, 1, C]; both are split into B*heads and multiplied.
+    let (hw, q, c, h) = (5, 3, 4, 2);
+    let d = c / h;
+    let m = M::new(17)
+        .input("x", &[1, c, hw])
+        .i64("perm_t", &[3], &[2, 0, 1])
+        .node(
+            "Transpose",
+            &["x"],
+            &["k"],
+            vec![ints_attr("perm", &[2, 0, 1])],
+        )
+        .i64("kt", &[3], &[hw, h, d])
+        .node("Reshape", &["k", "kt"], &["k2"], vec![])
+        .node(
+            "Transpose",
+            &["k2"],
+            &["k3"],
+            vec![ints_attr("perm", &[1, 2, 0])],
+        )
+        .rand("query", &[q, 1, c], 7)
+        .i64("qt", &[3], &[q, h, d])
+        .node("Reshape", &["query", "qt"], &["q2"], vec![])
+        .node(
+            "Transpose",
+            &["q2"],
+            &["q3"],
+            vec![ints_attr("perm", &[1, 0, 2])],
+        )
+        .node("MatMul", &["q3", "k3"], &["s"], vec![])
+        .node("Softmax", &["s"], &["y"], vec![int_attr("axis", -1)])
+        .output("y");
+    let (g, lines) = generalize(&m);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("initializer 'query'") && l.contains("expanded")),
+        "{lines:?}"
+    );
+    same_per_image(&m, &g, 3);
+}
+
+#[test]
+fn unit_a_batch_that_cannot_be_generalised_names_the_node() {
+    // ReduceSum over the batch: the result mixes images.
+    let m = M::new(13)
+        .input("x", &[2, 3])
+        .i64("ax", &[1], &[0])
+        .node(
+            "ReduceSum",
+            &["x", "ax"],
+            &["y"],
+            vec![int_attr("keepdims", 1)],
+        )
+        .output("y");
+    let mut g = m.graph();
+    let p = Pipeline::new(vec![Box::new(detrc::passes::infer_shapes::InferShapes)]);
+    p.run(&mut g, &mut |_| {}).unwrap();
+    let e = detrc::passes::generalize_batch::generalize(&mut g).unwrap_err();
+    assert!(
+        e.contains("ReduceSum 'ReduceSum_0'") && e.contains("over the batch"),
+        "{e}"
+    );
+}
