@@ -43,6 +43,11 @@ impl Pass for GeneralizeBatch {
         "make a static batch symbolic: batch-baked shapes and per-image constants generalised"
     }
     fn run(&self, g: &mut Graph, _cx: &Context) -> Result<Outcome, String> {
+        // The pipeline runs to a fixed point: once the batch is symbolic there is nothing
+        // left to generalise, which is not the "no static batch" error of a first run.
+        if already_symbolic(g) {
+            return Ok(Outcome::Unchanged);
+        }
         generalize(g).map(Outcome::changed)
     }
 }
@@ -123,6 +128,19 @@ pub fn batch_inputs(g: &Graph) -> Vec<NodeId> {
 }
 
 /// The static batch of the graph inputs (their common axis-0 size).
+/// Every batch input has a named symbolic batch (what [`generalize`] leaves).
+fn already_symbolic(g: &Graph) -> bool {
+    let inputs = batch_inputs(g);
+    !inputs.is_empty()
+        && inputs.iter().all(|&n| {
+            g.node(n).outputs[0]
+                .ty
+                .as_ref()
+                .and_then(|t| t.shape.as_ref()?.first().cloned())
+                .is_some_and(|d| matches!(d, crate::ir::Dim::Param(_)))
+        })
+}
+
 pub fn static_batch(g: &Graph) -> Result<i64, String> {
     let mut b = None;
     for n in batch_inputs(g) {
@@ -402,7 +420,7 @@ impl Analysis {
                 let opset = g.opset();
                 let (ax, ok) = match t {
                     "LayerNormalization" => {
-                        let a = axis(attrs::int_or(at, "axis", -1), r).ok_or("bad axis")?;
+                        let a = axis(attrs::int_or(at, "axis", -1), r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                         (a, xb.axis < a)
                     }
                     "CumSum" => {
@@ -413,11 +431,11 @@ impl Analysis {
                         (a, xb.axis != a)
                     }
                     _ if opset < 13 => {
-                        let a = axis(attrs::int_or(at, "axis", 1), r).ok_or("bad axis")?;
+                        let a = axis(attrs::int_or(at, "axis", 1), r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                         (a, xb.axis < a)
                     }
                     _ => {
-                        let a = axis(attrs::int_or(at, "axis", -1), r).ok_or("bad axis")?;
+                        let a = axis(attrs::int_or(at, "axis", -1), r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                         (a, xb.axis != a)
                     }
                 };
@@ -540,7 +558,7 @@ impl Analysis {
                 };
                 let a = shape(g, ins[0].expect("x")).ok_or("no static input shape")?;
                 let out = out0.ok_or("no static output shape")?;
-                let ax = axis(attrs::int_or(at, "axis", 1), a.len() + 1).ok_or("bad axis")?;
+                let ax = axis(attrs::int_or(at, "axis", 1), a.len() + 1).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                 let (lo, j) = if xb.axis < ax { (0, 0) } else { (ax, 1) };
                 if product(&a[lo..xb.axis]) != 1 {
                     return fail("the batch is not the leading factor of the flattened axis");
@@ -593,7 +611,7 @@ impl Analysis {
             }
             "Concat" => {
                 let r = out0.as_ref().map_or(0, Vec::len);
-                let c = axis(attrs::int(at, "axis").unwrap_or(0), r).ok_or("bad axis")?;
+                let c = axis(attrs::int(at, "axis").unwrap_or(0), r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                 let ba = in_b.iter().flatten().next().copied().expect("some");
                 if in_b.iter().flatten().any(|x| *x != ba) || ba.axis == c {
                     return fail("it concatenates along the batch (or its inputs disagree)");
@@ -612,7 +630,7 @@ impl Analysis {
                     return fail("the batch reaches a parameter input");
                 };
                 let r = out0.as_ref().map_or(0, Vec::len);
-                let s = axis(attrs::int_or(at, "axis", 0), r).ok_or("bad axis")?;
+                let s = axis(attrs::int_or(at, "axis", 0), r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                 if s == xb.axis {
                     return fail(&format!(
                         "it splits the batch into the {nouts} traced images (a per-image loop \
@@ -685,7 +703,7 @@ impl Analysis {
                     .flatten()
                     .and_then(|p| shape(g, p))
                     .ok_or("no static index shape")?;
-                let ga = axis(attrs::int_or(at, "axis", 0), data.len()).ok_or("bad axis")?;
+                let ga = axis(attrs::int_or(at, "axis", 0), data.len()).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                 match (x0, in_b.get(1).copied().flatten()) {
                     (Some(xb), None) if xb.axis != ga => Ok(one(Some(BatchAxis {
                         axis: if xb.axis < ga {
@@ -706,7 +724,7 @@ impl Analysis {
             }
             "GatherElements" => {
                 let ga_r = shape(g, ins[0].expect("data")).map_or(0, |s| s.len());
-                let ga = axis(attrs::int_or(at, "axis", 0), ga_r).ok_or("bad axis")?;
+                let ga = axis(attrs::int_or(at, "axis", 0), ga_r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                 let (db, ib) = (x0, in_b.get(1).copied().flatten());
                 let ba = db.or(ib).expect("some");
                 if ba.axis == ga || db.is_some_and(|x| x != ba) || ib.is_some_and(|x| x != ba) {
@@ -730,7 +748,7 @@ impl Analysis {
                 let keep = attrs::int_or(at, "keepdims", 1) != 0;
                 let axes: Vec<usize> = if t == "TopK" || t.starts_with("Arg") {
                     let def = if t == "TopK" { -1 } else { 0 };
-                    vec![axis(attrs::int_or(at, "axis", def), r).ok_or("bad axis")?]
+                    vec![axis(attrs::int_or(at, "axis", def), r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?]
                 } else {
                     let from_input = g.opset() >= 18 || (t == "ReduceSum" && g.opset() >= 13);
                     let a = if from_input {
@@ -876,7 +894,7 @@ impl Analysis {
                         Ok(one(Some(oa)))
                     }
                     (None, Some(s)) => {
-                        let k = s.axis.checked_sub(off).ok_or("bad axis")?;
+                        let k = s.axis.checked_sub(off).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                         self.fixes.push(Fix::Expand {
                             node: n,
                             k,

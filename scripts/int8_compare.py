@@ -49,7 +49,7 @@ def images(folder: Path, h: int, w: int, batch: int) -> list[np.ndarray]:
     out = []
     for i in range(0, len(files), batch):
         chunk = files[i:i + batch]
-        arrs = [preprocess(np.asarray(Image.open(f).convert("RGB")), h, w) for f in chunk]
+        arrs = [preprocess(np.asarray(Image.open(f).convert("RGB")), h, w, True) for f in chunk]
         while len(arrs) < batch:
             arrs.append(arrs[-1])
         out.append(np.stack(arrs))

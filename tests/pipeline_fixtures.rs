@@ -86,9 +86,11 @@ fn every_pass_alone_preserves_outputs() {
         let f = fixture(name);
         let original = std::fs::read(&f).unwrap();
         // to-fp16 changes numerics on purpose; tests/to_fp16.rs checks it with its own bounds.
+        // generalize-batch changes the interface (a symbolic batch) and needs the folded
+        // pipeline before it: tests/dynamic_batch.rs checks it image by image.
         for p in detrc::passes::all()
             .into_iter()
-            .filter(|p| p.name() != "to-fp16")
+            .filter(|p| !["to-fp16", "generalize-batch"].contains(&p.name()))
         {
             let (mut g, _) = detrc::driver::load_graph(&f).unwrap();
             apply(&mut g, &detrc::passes::infer_shapes::InferShapes);

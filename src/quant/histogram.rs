@@ -264,18 +264,21 @@ mod tests {
 
     #[test]
     fn clips_ignore_a_rare_outlier_but_max_does_not() {
-        // 100k values uniform in [0, 1) and one at 50: max keeps the outlier; percentile and
-        // mse clip near 1. Entropy keeps the outlier here (measured: 50): a known weakness,
+        // 100k values uniform in [0, 1) and one at 50: max keeps the outlier; percentile
+        // clips near 1. Entropy keeps the outlier here (measured: 50): a known weakness,
         // written down in docs/int8.md, so it is not asserted.
         let mut h = Histogram::default();
         let mut data: Vec<f32> = (0..100_000).map(|i| (i as f32 + 0.5) / 100_000.0).collect();
         data.push(50.0);
         h.add(&data);
         assert_eq!(h.amax(Method::Max), 50.0);
-        for m in [Method::Percentile(99.99), Method::Mse] {
-            let a = h.amax(m);
-            assert!((0.9..=1.3).contains(&a), "{m:?}: {a}");
-        }
+        let a = h.amax(Method::Percentile(99.99));
+        assert!((0.9..=1.3).contains(&a), "percentile: {a}");
+        // The total squared error at clip c is (50 - c)^2 for the outlier plus
+        // n (c/127)^2 / 12 of rounding for the rest: least at c = 50 / (1 + n / (12 127^2))
+        // = 32.97 for n = 100k, so one outlier among 100k values is worth keeping in part.
+        let a = h.amax(Method::Mse);
+        assert!((31.0..=35.0).contains(&a), "mse: {a}");
     }
 
     #[test]

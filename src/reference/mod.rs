@@ -173,15 +173,13 @@ impl Reference {
     pub fn from_path_with_inputs(path: &Path, specs: Vec<InputSpec>) -> Result<Reference> {
         let proto = crate::load::load_proto(path)?;
         let outs = output_names(&proto);
-        let mut model = tract_onnx::onnx()
+        // Declared output and value_info shapes may name the dynamic dimensions, which tract
+        // cannot bind to this run's sizes: it infers them instead.
+        let model = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .with_ignore_value_info(true)
             .model_for_path(path)
             .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
-        // declared output shapes may name the dynamic dimensions; tract infers them instead
-        for i in 0..outs.len() {
-            model
-                .set_output_fact(i, InferenceFact::default())
-                .map_err(rt)?;
-        }
         Self::finish(model, specs, outs)
     }
 

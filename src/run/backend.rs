@@ -221,11 +221,7 @@ impl CpuBackend {
             specs.push(d.fix(concrete)?);
         }
         let input_dims = specs.iter().map(|s| s.shape.clone()).collect();
-        let outputs = proto
-            .graph
-            .as_ref()
-            .map(super::decode::declared_outputs)
-            .unwrap_or_default();
+        let outputs = super::decode::model_outputs(&proto);
         drop(proto);
         let reference = Reference::from_path_with_inputs(path, specs)?;
         Ok(CpuBackend {

@@ -406,6 +406,55 @@ pub fn declared_outputs(g: &GraphProto) -> Vec<(String, Vec<i64>)> {
         .collect()
 }
 
+/// Output names and shapes: as declared, with what detrc's shape inference finds filled in
+/// where the declaration leaves a rank or a dimension open (hand-made and some exporters'
+/// graphs declare outputs without shapes, and a decode cannot be checked against those).
+pub fn model_outputs(model: &ModelProto) -> Vec<(String, Vec<i64>)> {
+    let declared = model
+        .graph
+        .as_ref()
+        .map(declared_outputs)
+        .unwrap_or_default();
+    if declared
+        .iter()
+        .all(|(_, s)| !s.is_empty() && s.iter().all(|&d| d >= 0))
+    {
+        return declared;
+    }
+    let Ok(mut g) = crate::ir::from_onnx::import(model.clone()) else {
+        return declared;
+    };
+    for n in g.topo_ops() {
+        crate::passes::infer_shapes::infer_node(&mut g, n);
+    }
+    declared
+        .into_iter()
+        .map(|(name, shape)| {
+            let inferred = g
+                .outputs
+                .iter()
+                .find(|o| o.name == name)
+                .and_then(|o| g.ty(o.src))
+                .and_then(|t| t.shape.as_ref())
+                .map(|dims| {
+                    dims.iter()
+                        .map(|d| d.fixed().unwrap_or(-1))
+                        .collect::<Vec<_>>()
+                });
+            let shape = match inferred {
+                Some(i) if shape.is_empty() => i,
+                Some(i) if i.len() == shape.len() => shape
+                    .iter()
+                    .zip(&i)
+                    .map(|(&d, &e)| if d < 0 { e } else { d })
+                    .collect(),
+                _ => shape,
+            };
+            (name, shape)
+        })
+        .collect()
+}
+
 /// Ops that only move, select or retype values: they do not change what a box head computes.
 const LAYOUT_OPS: &[&str] = &[
     "Reshape",
@@ -434,7 +483,7 @@ pub fn detect(model: &ModelProto) -> std::result::Result<Decode, Undecided> {
     let Some(g) = model.graph.as_ref() else {
         return Err(Undecided("the model has no graph".into()));
     };
-    let outputs = declared_outputs(g);
+    let outputs = model_outputs(model);
     if has_graph_outputs(&outputs) {
         return Ok(Decode::Graph);
     }

@@ -79,8 +79,10 @@ fn open(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::Fi
 /// written. Returns (width, height).
 pub fn probe(path: &Path) -> Result<(u32, u32)> {
     let reader = open(path)?;
-    if reader.format().is_none() {
-        return Err(image_error(path, "not a JPEG or PNG file"));
+    match reader.format() {
+        None => return Err(image_error(path, "not a JPEG or PNG file")),
+        Some(image::ImageFormat::Jpeg) => drop(read_whole_jpeg(path)?),
+        Some(_) => {}
     }
     let (w, h) = reader.into_dimensions().map_err(|e| image_error(path, e))?;
     if w == 0 || h == 0 {
@@ -92,12 +94,50 @@ pub fn probe(path: &Path) -> Result<(u32, u32)> {
 /// Decodes to 8-bit RGB (grey is expanded, alpha dropped, 16-bit scaled down).
 pub fn load(path: &Path) -> Result<RgbImage> {
     let reader = open(path)?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        let data = read_whole_jpeg(path)?;
+        if let Some(rgb) = decode_jpeg(&data) {
+            return Ok(rgb);
+        }
+        // What libjpeg-turbo refuses (CMYK, say) goes to image's decoder, which either reads
+        // it or says what is wrong.
+    }
     let img = reader.decode().map_err(|e| image_error(path, e))?;
     let rgb = img.into_rgb8();
     if rgb.width() == 0 || rgb.height() == 0 {
         return Err(image_error(path, "empty image"));
     }
     Ok(rgb)
+}
+
+/// The bytes of a JPEG file that has its end-of-image marker. Both libjpeg and image's decoder
+/// read a truncated file, filling the rest grey; PIL refuses it, and so does detrc: detections
+/// on half an image are no result. (0xFFD9 cannot occur inside entropy-coded data, where every
+/// 0xFF is followed by 0x00.)
+fn read_whole_jpeg(path: &Path) -> Result<Vec<u8>> {
+    let data = std::fs::read(path).map_err(|source| RunError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !data.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(image_error(path, "truncated JPEG (no end-of-image marker)"));
+    }
+    Ok(data)
+}
+
+/// libjpeg-turbo's decode (islow IDCT, fancy upsampling: its defaults, and PIL's), or None
+/// where it fails. libjpeg reports errors by unwinding, which mozjpeg turns into panics: they
+/// are caught here and never reach the user.
+fn decode_jpeg(data: &[u8]) -> Option<RgbImage> {
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<RgbImage>> {
+        let mut started = mozjpeg::Decompress::new_mem(data)?.rgb()?;
+        let (w, h) = (started.width() as u32, started.height() as u32);
+        let px: Vec<[u8; 3]> = started.read_scanlines()?;
+        started.finish()?;
+        let flat = px.into_iter().flatten().collect();
+        Ok(RgbImage::from_raw(w, h, flat).filter(|i| i.width() > 0 && i.height() > 0))
+    });
+    decoded.ok()?.ok()?
 }
 
 /// The file name reported in `detections.json`.
@@ -167,6 +207,22 @@ mod tests {
             Err(RunError::NoImages { .. })
         ));
         assert!(matches!(collect(&[]), Err(RunError::NoInputs)));
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images/synthetic_200x150.jpg");
+        let data = std::fs::read(&whole).unwrap();
+        let cut = dir.path().join("cut.jpg");
+        std::fs::write(&cut, &data[..data.len() / 2]).unwrap();
+        let e = probe(&cut).unwrap_err().to_string();
+        assert!(e.contains("truncated JPEG"), "{e}");
+        assert!(load(&cut).is_err());
+        // the whole file decodes through libjpeg-turbo, at its size
+        assert_eq!(probe(&whole).unwrap(), (200, 150));
+        assert_eq!(load(&whole).unwrap().dimensions(), (200, 150));
     }
 
     #[test]
