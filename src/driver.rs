@@ -379,9 +379,33 @@ pub fn verify_batches(
     seeds: &[u64],
     tol: Tolerance,
 ) -> Result<Verification> {
+    let a = Reference::from_path_with(original, &change.input_shapes)?;
+    verify_batches_with(&a, candidate, change, batches, seeds, tol)
+}
+
+/// [`verify_batches`] for an original held in memory (encoded ONNX, external data inlined).
+pub fn verify_batches_bytes(
+    original: &[u8],
+    candidate: &[u8],
+    change: &BatchChange,
+    batches: &[i64],
+    seeds: &[u64],
+    tol: Tolerance,
+) -> Result<Verification> {
+    let a = Reference::from_bytes_with(original, &change.input_shapes)?;
+    verify_batches_with(&a, candidate, change, batches, seeds, tol)
+}
+
+fn verify_batches_with(
+    a: &Reference,
+    candidate: &[u8],
+    change: &BatchChange,
+    batches: &[i64],
+    seeds: &[u64],
+    tol: Tolerance,
+) -> Result<Verification> {
     use ndarray::{Axis, Slice};
     let t = change.traced as usize;
-    let a = Reference::from_path_with(original, &change.input_shapes)?;
     let batched = |k: usize| -> Vec<(String, Vec<usize>)> {
         change
             .input_shapes

@@ -225,7 +225,9 @@ def compile(
     passes: Union[Sequence[str], str, None] = None,
     skip: Union[Sequence[str], str, None] = None,
     verify: bool = False,
-    batch: Optional[int] = None,
+    batch: Union[int, str, None] = None,
+    input_shapes: Optional[Mapping[str, Dims]] = None,
+    verify_batches: Sequence[int] = (1, 3),
     seed: int = 0,
     verify_runs: int = 2,
     atol: float = 1e-4,
@@ -253,8 +255,13 @@ def compile(
         verify: run the original and the compiled model on seeded random inputs with the CPU
             reference runtime; on a mismatch raise :class:`VerificationError` (nothing is
             returned or written). The figures are in ``report["verification"]``.
-        batch: make the batch dimension of the inputs this size (``compile --batch``). Not in
-            this build of detrc yet: any value but ``None`` raises ``NotImplementedError``.
+        batch: ``"dynamic"`` makes the batch symbolic, generalising batch-baked shapes and
+            per-image constants (``compile --batch dynamic``); an int makes it static at that
+            size; ``None`` keeps the model's. ``report["batch"]`` says what changed.
+        input_shapes: fix input shapes before the passes run, ``{name: dims}`` with dims a
+            sequence of ints or ``"1x3x800x800"`` (``compile --input-shape``), so all static
+            folding applies.
+        verify_batches: batch sizes ``verify`` runs a dynamic-batch result at.
         seed: seed of the first verification input set; run ``i`` uses ``seed + i``.
         verify_runs: how many seeded input sets to verify with.
         atol, rtol: verification tolerance: ``|a - b| <= atol + rtol * |a|``.
@@ -293,12 +300,24 @@ def compile(
             "detrc.compile: a model given as a path is compiled to a file: pass output=..., "
             "or pass the model as bytes or an onnx.ModelProto to get it back in memory"
         )
-    if batch is not None:
-        _int(f, "batch", batch, minimum=1)
-        raise NotImplementedError(
-            "detrc.compile(batch=...): this build of detrc cannot change the batch size yet "
-            "(compile --batch); export the model at the batch size you need"
-        )
+    if batch is None or batch == "dynamic":
+        batch_opt = batch
+    elif isinstance(batch, str):
+        raise UsageError(f'detrc.compile: batch={batch!r}: use "dynamic", a size or None')
+    else:
+        batch_opt = str(_int(f, "batch", batch, minimum=1))
+    shapes_opt = []
+    if input_shapes is not None:
+        if not isinstance(input_shapes, Mapping):
+            raise _fail_type(f, "input_shapes", "a dict {input name: dims} or None", input_shapes)
+        for name, dims in input_shapes.items():
+            if not isinstance(name, str):
+                raise _fail_type(f, "input_shapes", "a dict with str keys", name)
+            shape = _dims(name, dims, func=f, arg="input_shapes")
+            shapes_opt.append(f"{name}:" + "x".join(str(d) for d in shape))
+    if isinstance(verify_batches, (str, bytes)) or not isinstance(verify_batches, Sequence):
+        raise _fail_type(f, "verify_batches", "a sequence of ints", verify_batches)
+    vb = [_int(f, "verify_batches", b, minimum=1) for b in verify_batches]
     if not isinstance(external_data, str):
         raise _fail_type(f, "external_data", '"auto", "always" or "never"', external_data)
     options = {
@@ -318,6 +337,9 @@ def compile(
         "output": out,
         "base_dir": _path_or_none(f, "base_dir", base_dir),
         "return_bytes": kind != "path",
+        "batch": batch_opt,
+        "input_shapes": shapes_opt,
+        "verify_batches": vb,
     }
     if kind == "path":
         encoded, report_json = _detrc.compile(data, None, "", options)
@@ -368,17 +390,17 @@ def inspect(
 Dims = Union[Sequence[int], str]
 
 
-def _dims(name: str, value: Any) -> List[int]:
+def _dims(name: str, value: Any, func: str = "build", arg: str = "shapes") -> List[int]:
     if isinstance(value, str):
         try:
             return [int(d) for d in value.replace("X", "x").replace(",", "x").split("x")]
         except ValueError:
-            raise UsageError(f"shapes[{name!r}]: {value!r} is not dims like 1x3x800x800") from None
+            raise UsageError(f"{arg}[{name!r}]: {value!r} is not dims like 1x3x800x800") from None
     if isinstance(value, (list, tuple)) and all(
         isinstance(d, int) and not isinstance(d, bool) for d in value
     ):
         return list(value)
-    raise _fail_type("build", f"shapes[{name!r}] entries", "sequences of ints or 'AxBxC'", value)
+    raise _fail_type(func, f"{arg}[{name!r}] entries", "sequences of ints or 'AxBxC'", value)
 
 
 def build(
@@ -392,6 +414,10 @@ def build(
     workspace: Optional[int] = None,
     opt_level: Optional[int] = None,
     tensorrt_dir: Union[str, "os.PathLike[str]", None] = None,
+    calibration: Union[str, "os.PathLike[str]", None] = None,
+    method: str = "mse",
+    percentile: float = 99.99,
+    max_images: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Build a TensorRT-RTX engine from a model: what ``detrc build`` does, in this process.
 
@@ -404,8 +430,9 @@ def build(
         output: where to write the engine; its description goes to ``<output>.json``.
         target: GPU architectures (``"sm80"``, ``"sm86"``, ``"sm89"``, ``"sm120"``,
             ``"sm121"``; also ``"86"``, ``"8.6"``); default :data:`DEFAULT_TARGETS`.
-        precision: ``"fp32"`` or ``"fp16"`` (the model goes through the ``to-fp16`` pass;
-            inputs and outputs stay fp32).
+        precision: ``"fp32"``, ``"fp16"`` (the model goes through the ``to-fp16`` pass;
+            inputs and outputs stay fp32) or ``"int8"`` (explicit Q/DQ: a model without them
+            is calibrated on ``calibration`` images and quantized first, as ``detrc quantize``).
         fp16_keep: op types or node names kept in fp32 on top of ``to-fp16``'s defaults.
         shapes: shape ranges of dynamic inputs, ``{name: (min, opt, max)}``, each dims a
             sequence of ints or a string like ``"1x3x800x800"``.
@@ -413,6 +440,11 @@ def build(
         opt_level: builder optimization level 0..5.
         tensorrt_dir: folder with the TensorRT-RTX libraries (else ``$DETRC_TENSORRT_DIR``,
             else the system loader path). One process loads one TensorRT-RTX.
+        calibration: folder of calibration images (JPEG/PNG) for ``precision="int8"``.
+        method: how activation ranges are chosen: ``"mse"``, ``"max"``, ``"percentile"``
+            or ``"entropy"`` (see docs/int8.md).
+        percentile: the percentile of ``|x|`` that ``method="percentile"`` keeps.
+        max_images: calibrate on at most this many images (the first by file name).
 
     Returns:
         The engine's sidecar as a dict (``detrc build --json``): inputs, outputs, targets,
@@ -429,7 +461,9 @@ def build(
         raise _fail_type(f, "output", "a path (str or os.PathLike)", output)
     targets = _names(f, "target", target) or list(DEFAULT_TARGETS)
     if not isinstance(precision, str):
-        raise _fail_type(f, "precision", '"fp32" or "fp16"', precision)
+        raise _fail_type(f, "precision", '"fp32", "fp16" or "int8"', precision)
+    if not isinstance(method, str):
+        raise _fail_type(f, "method", '"mse", "max", "percentile" or "entropy"', method)
     profiles = []
     if shapes is not None:
         if not isinstance(shapes, Mapping):
@@ -446,6 +480,10 @@ def build(
         "workspace": _int(f, "workspace", workspace, optional=True),
         "opt_level": _int(f, "opt_level", opt_level, optional=True),
         "tensorrt_dir": _path_or_none(f, "tensorrt_dir", tensorrt_dir),
+        "calibration": _path_or_none(f, "calibration", calibration),
+        "method": method,
+        "percentile": _float(f, "percentile", percentile),
+        "max_images": _int(f, "max_images", max_images, optional=True),
     }
     if kind == "path":
         text = _detrc.build(data, out, options)

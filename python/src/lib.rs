@@ -74,10 +74,12 @@ impl From<BuildError> for Failure {
         let category = match &e {
             BuildError::Model(m) => category(m),
             BuildError::AlreadyFp16 { .. }
+            | BuildError::AlreadyQuantized { .. }
+            | BuildError::NoCalibration
             | BuildError::Engine(
                 EngineError::UnsupportedTarget { .. } | EngineError::InvalidOptions(_),
             ) => "usage",
-            BuildError::Engine(_) | BuildError::Fp16(_) => "build",
+            BuildError::Engine(_) | BuildError::Fp16(_) | BuildError::Quant(_) => "build",
         };
         Failure::new(category, e.to_string())
     }
@@ -96,7 +98,7 @@ fn category(e: &detrc::Error) -> &'static str {
         | E::Unsupported(_) => "model",
         E::Validation { stage, .. } if stage == "loading" => "model",
         E::Validation { .. } | E::Pass { .. } => "compile",
-        E::UnknownPass { .. } => "usage",
+        E::UnknownPass { .. } | E::InputShape { .. } => "usage",
         E::Runtime(_) => "reference",
         E::Verification(_) => "verification",
     }
@@ -191,6 +193,12 @@ struct CompileOptions {
     /// Return the compiled model's bytes (in-memory inputs); a path input with `output` does
     /// not need them.
     return_bytes: bool,
+    /// `compile --batch`: None, "dynamic" or a size.
+    batch: Option<String>,
+    /// `compile --input-shape`, each "NAME:DIMS".
+    input_shapes: Vec<String>,
+    /// `compile --verify-batches`.
+    verify_batches: Vec<i64>,
 }
 
 /// Compiles a model the way `detrc compile` does; returns (encoded model or None, report JSON).
@@ -226,6 +234,23 @@ fn compile_impl(
             ))
         }
     };
+    let mut shapes = detrc::shapes::ShapeOptions::default();
+    if let Some(b) = &o.batch {
+        shapes.batch = b
+            .parse()
+            .map_err(|e: String| Failure::new("usage", format!("batch={b:?}: {e}")))?;
+    }
+    for spec in &o.input_shapes {
+        let parsed = detrc::shapes::parse_input_shape(spec)
+            .map_err(|e| Failure::new("usage", format!("input_shapes: {e}")))?;
+        shapes.input_shapes.push(parsed);
+    }
+    if o.verify_batches.iter().any(|&b| b < 1) {
+        return Err(Failure::new(
+            "usage",
+            "verify_batches: batch sizes are at least 1",
+        ));
+    }
     let mut pipeline = Pipeline::new(detrc::passes::select(o.passes.as_deref(), &o.skip)?);
     pipeline.max_iterations = o.max_iterations.max(1);
     pipeline.max_steps = o.max_steps;
@@ -235,7 +260,8 @@ fn compile_impl(
 
     let t0 = Instant::now();
     let (g, had_external_data) = src.load()?;
-    let mut compiled = detrc::driver::compile_graph(g, had_external_data, &pipeline, &mut |_| {})?;
+    let mut compiled =
+        detrc::driver::compile_graph_with(g, had_external_data, &pipeline, &shapes, &mut |_| {})?;
     detrc::driver::mark_compiled(&mut compiled.model);
     let seconds = t0.elapsed().as_secs_f64();
 
@@ -256,10 +282,17 @@ fn compile_impl(
             atol: o.atol,
             rtol: o.rtol,
         };
-        let v = match src {
-            Source::Path(p) => detrc::driver::verify(p, candidate, &seeds, tol)?,
-            Source::Bytes { data, .. } => {
+        let vb = &o.verify_batches;
+        let v = match (src, &compiled.batch) {
+            (Source::Path(p), None) => detrc::driver::verify(p, candidate, &seeds, tol)?,
+            (Source::Bytes { data, .. }, None) => {
                 detrc::driver::verify_bytes(data, candidate, &seeds, tol)?
+            }
+            (Source::Path(p), Some(c)) => {
+                detrc::driver::verify_batches(p, candidate, c, vb, &seeds, tol)?
+            }
+            (Source::Bytes { data, .. }, Some(c)) => {
+                detrc::driver::verify_batches_bytes(data, candidate, c, vb, &seeds, tol)?
             }
         };
         if !v.ok() {
@@ -284,6 +317,7 @@ fn compile_impl(
         "steps": compiled.reports,
         "verification": verification,
         "had_external_data": compiled.had_external_data,
+        "batch": compiled.batch,
         "seconds": seconds,
     });
     Ok((encoded.filter(|_| o.return_bytes), report.to_string()))
@@ -355,6 +389,12 @@ struct BuildArgs {
     workspace: Option<u64>,
     opt_level: Option<u32>,
     tensorrt_dir: Option<PathBuf>,
+    /// precision="int8": calibration images (a model without Q/DQ nodes needs them).
+    calibration: Option<PathBuf>,
+    /// max, percentile, entropy or mse.
+    method: String,
+    percentile: f64,
+    max_images: Option<usize>,
 }
 
 /// Builds a TensorRT-RTX engine like `detrc build`; returns the sidecar JSON.
@@ -367,7 +407,52 @@ fn build(py: Python<'_>, model: PathBuf, output: PathBuf, options: BuildArgs) ->
         if !a.fp16_keep.is_empty() && precision != Precision::Fp16 {
             return Err(Failure::new("usage", "fp16_keep needs precision=\"fp16\""));
         }
+        let method = match a.method.as_str() {
+            "max" => detrc::quant::Method::Max,
+            "percentile" if a.percentile > 0.0 && a.percentile <= 100.0 => {
+                detrc::quant::Method::Percentile(a.percentile)
+            }
+            "percentile" => {
+                return Err(Failure::new(
+                    "usage",
+                    format!("percentile={} is not within (0, 100]", a.percentile),
+                ))
+            }
+            "entropy" => detrc::quant::Method::Entropy,
+            "mse" => detrc::quant::Method::Mse,
+            other => {
+                return Err(Failure::new(
+                    "usage",
+                    format!(
+                        "method={other:?}: use \"max\", \"percentile\", \"entropy\" or \"mse\""
+                    ),
+                ))
+            }
+        };
+        if a.max_images == Some(0) {
+            return Err(Failure::new("usage", "max_images must be at least 1"));
+        }
+        let calibration = match &a.calibration {
+            Some(dir) if precision == Precision::Int8 => Some(detrc::build::Calibration {
+                dir: dir.clone(),
+                max_images: a.max_images,
+                options: detrc::quant::QuantizeOptions {
+                    method,
+                    format: detrc::quant::Format::Int8,
+                    residual: true,
+                    weight_only: false,
+                },
+            }),
+            Some(_) => {
+                return Err(Failure::new(
+                    "usage",
+                    "calibration needs precision=\"int8\"",
+                ))
+            }
+            None => None,
+        };
         let opts = BuildOptions {
+            calibration,
             engine: EngineOptions {
                 targets: a.target.clone(),
                 workspace_mb: a.workspace,

@@ -8,7 +8,7 @@ import os
 import pytest
 
 import detrc
-from conftest import CNN, DETR, required
+from conftest import CNN, DETR, ROOT, required
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +64,19 @@ def test_missing_libraries_are_a_build_error(tmp_path):
     with pytest.raises(detrc.BuildError, match="not found|already loaded"):
         detrc.build(CNN, tmp_path / "x.engine", tensorrt_dir=tmp_path / "no-trt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_build_int8_calibrates_on_images(tmp_path, trt_dir):
+    out = tmp_path / "detr_int8.engine"
+    cal = ROOT / "examples" / "images"
+    sc = detrc.build(
+        DETR, out, target="sm86", precision="int8", calibration=cal, tensorrt_dir=trt_dir
+    )
+    assert sc["precision"] == "int8" and out.stat().st_size == sc["engine"]["bytes"] > 0
+    q = sc["quantization"]
+    assert q["method"] == "mse" and q["images"] == 3 and len(q["scales_sha256"]) == 64
+    with pytest.raises(detrc.UsageError, match="calibration needs"):
+        detrc.build(DETR, tmp_path / "x.engine", calibration=cal, tensorrt_dir=trt_dir)
+    with pytest.raises(detrc.UsageError, match="method="):
+        detrc.build(DETR, tmp_path / "x.engine", precision="int8", calibration=cal,
+                    method="best", tensorrt_dir=trt_dir)

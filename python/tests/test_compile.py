@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 import detrc
-from conftest import CNN, DETR, assert_same_outputs
+import numpy as np
+
+from conftest import CNN, DETR, ROOT, assert_same_outputs, need_ort
 
 onnx = pytest.importorskip("onnx")
 
@@ -162,8 +164,38 @@ def test_bad_option_values_are_usage_errors(detr_bytes, tmp_path):
         detrc.compile(detr_bytes, verify_runs=0)
     with pytest.raises(detrc.UsageError, match="pass output="):
         detrc.compile(DETR)
-    with pytest.raises(NotImplementedError, match="batch"):
-        detrc.compile(detr_bytes, batch=2)
+    with pytest.raises(detrc.UsageError, match="batch="):
+        detrc.compile(detr_bytes, batch="many")
+    with pytest.raises(detrc.UsageError, match="input 'nope'"):
+        detrc.compile(detr_bytes, input_shapes={"nope": [1, 3, 64, 96]})
+
+
+def test_batch_dynamic_runs_each_image_as_the_traced_batch_did():
+    # facebookresearch/detr traced at batch 2 with a dynamic axis (it runs at batch 2 only)
+    src = ROOT / "fixtures" / "dynamic" / "detr_tiny_op17_b2_dyn.onnx"
+    model, report = detrc.compile(src.read_bytes(), batch="dynamic", verify=True)
+    assert report["batch"]["traced"] == 2
+    assert report["verification"]["outputs"], report["verification"]
+    ort = need_ort()
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    orig = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((4, 3, 64, 96)).astype(np.float32)
+    want = np.concatenate(
+        [orig.run(None, {"images": images[i : i + 2]})[0] for i in (0, 2)]
+    )
+    for b in (1, 3, 4):
+        got = np.concatenate(
+            [sess.run(None, {"images": images[i : i + b]})[0] for i in range(0, 4, b)]
+        )[:4]
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=f"batch {b}")
+
+
+def test_input_shapes_fix_a_dynamic_batch_before_the_passes():
+    src = ROOT / "fixtures" / "dynamic" / "detr_tiny_op17_b2_dyn.onnx"
+    _, report = detrc.compile(src.read_bytes(), input_shapes={"images": "2x3x64x96"})
+    assert report["ops_after"].get("Where", 0) == 0
+    assert report["nodes_after"] < report["nodes_before"]
 
 
 def test_a_path_output_is_written_atomically_with_external_data_on_request(tmp_path):

@@ -4,6 +4,7 @@
 //! anything; onnxruntime is used as an independent second opinion by the Python scripts.
 
 pub mod compare;
+mod compat;
 pub mod random;
 
 use std::path::Path;
@@ -167,6 +168,31 @@ pub fn declared_inputs(model: &ModelProto) -> Result<Vec<DeclaredInput>> {
     Ok(out)
 }
 
+/// tract's model of the file at `path` (external data beside it), after [`compat`]'s rewrites.
+fn load_path(onnx: &tract_onnx::Onnx, path: &Path) -> Result<InferenceModel> {
+    let proto = onnx
+        .proto_model_for_path(path)
+        .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
+    let dir = path.parent().and_then(Path::to_str);
+    parse(onnx, proto, dir).map_err(|e| rt(format!("cannot load {}: {e}", path.display())))
+}
+
+fn parse(
+    onnx: &tract_onnx::Onnx,
+    mut proto: tract_onnx::pb::ModelProto,
+    dir: Option<&str>,
+) -> Result<InferenceModel> {
+    compat::lower_boolean_equal(&mut proto);
+    let parsed = onnx.parse(&proto, dir).map_err(rt)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(rt(format!(
+            "inputs of no node or graph input: {:?}",
+            parsed.unresolved_inputs
+        )));
+    }
+    Ok(parsed.model)
+}
+
 impl Reference {
     /// Loads `path` with its inputs fixed to `specs` (one per input, in order): how a model
     /// with dynamic dimensions runs at one concrete shape (see [`declared_inputs`]).
@@ -175,12 +201,10 @@ impl Reference {
         let outs = output_names(&proto);
         // Declared output and value_info shapes may name the dynamic dimensions, which tract
         // cannot bind to this run's sizes: it infers them instead.
-        let model = tract_onnx::onnx()
+        let onnx = tract_onnx::onnx()
             .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
-            .model_for_path(path)
-            .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
-        Self::finish(model, specs, outs)
+            .with_ignore_value_info(true);
+        Self::finish(load_path(&onnx, path)?, specs, outs)
     }
 
     pub fn from_path(path: &Path) -> Result<Reference> {
@@ -197,10 +221,7 @@ impl Reference {
         }
         let specs = input_specs_with(&proto, shapes)?;
         let outs = output_names(&proto);
-        let model = tract_onnx::onnx()
-            .model_for_path(path)
-            .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
-        Self::finish(model, specs, outs)
+        Self::finish(load_path(&tract_onnx::onnx(), path)?, specs, outs)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Reference> {
@@ -235,11 +256,11 @@ impl Reference {
             stripped = v;
             &stripped[..]
         };
-        let mut r = std::io::Cursor::new(bytes);
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut r)
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_read(&mut std::io::Cursor::new(bytes))
             .map_err(|e| rt(format!("cannot load model: {e:#}")))?;
-        Self::finish(model, specs, outs)
+        Self::finish(parse(&onnx, proto, None)?, specs, outs)
     }
 
     fn finish(
