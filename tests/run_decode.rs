@@ -106,6 +106,22 @@ fn compiled_models_decode_the_same() {
 }
 
 #[test]
+fn official_rtdetrv2_and_dfine_deploy_graphs_decode_themselves() {
+    // The official export_onnx.py graphs (dynamic N, TopK inside, torch's boolean Equal in the
+    // postprocessor's floor_divide), as exported and after `detrc compile`.
+    let dir = tempfile::tempdir().unwrap();
+    for model in [
+        "fixtures/family/rtdetrv2_official.onnx",
+        "fixtures/family/dfine_official_raw.onnx",
+        "fixtures/family/dfine_official_simplified.onnx",
+    ] {
+        check(model, "graph", 20);
+        let c = compiled(model, dir.path());
+        check(&c, "graph", 20);
+    }
+}
+
+#[test]
 fn dynamic_batch_runs_batched_with_padding() {
     // 3 images in batches of 2 (the last padded) match batches of 1, and the reference at 2
     let model = "fixtures/decode/deploy_rtdetr.onnx";
