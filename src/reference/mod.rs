@@ -39,12 +39,8 @@ pub fn input_specs(model: &ModelProto) -> Result<Vec<InputSpec>> {
     input_specs_with(model, &[])
 }
 
-/// Input specs with the shapes of some inputs given: a model with dynamic dimensions runs at
-/// the shape a caller picks for this run (the reference runtime needs static shapes).
-pub fn input_specs_with(
-    model: &ModelProto,
-    shapes: &[(String, Vec<usize>)],
-) -> Result<Vec<InputSpec>> {
+/// The graph's inputs that are not initializers, with their declared types.
+fn typed_inputs(model: &ModelProto) -> Result<Vec<(String, crate::ir::TensorType)>> {
     let g = model
         .graph
         .as_ref()
@@ -54,7 +50,7 @@ pub fn input_specs_with(
         .iter()
         .filter_map(|t| t.name.as_deref())
         .collect();
-    let mut specs = Vec::new();
+    let mut out = Vec::new();
     for vi in &g.input {
         let name = vi.name.clone().unwrap_or_default();
         if inits.contains(name.as_str()) {
@@ -65,6 +61,19 @@ pub fn input_specs_with(
             .as_ref()
             .and_then(crate::ir::TensorType::from_proto)
             .ok_or_else(|| Error::Unsupported(format!("input '{name}' is not a tensor")))?;
+        out.push((name, ty));
+    }
+    Ok(out)
+}
+
+/// Input specs with the shapes of some inputs given: a model with dynamic dimensions runs at
+/// the shape a caller picks for this run (the reference runtime needs static shapes).
+pub fn input_specs_with(
+    model: &ModelProto,
+    shapes: &[(String, Vec<usize>)],
+) -> Result<Vec<InputSpec>> {
+    let mut specs = Vec::new();
+    for (name, ty) in typed_inputs(model)? {
         if let Some((_, dims)) = shapes.iter().find(|(n, _)| *n == name) {
             let rank_ok = ty.rank().is_none_or(|r| r == dims.len());
             let fits = ty.shape.as_ref().is_none_or(|s| {
@@ -131,26 +140,8 @@ impl DeclaredInput {
 
 /// The model's inputs (initializers excluded) with their dynamic dimensions left open.
 pub fn declared_inputs(model: &ModelProto) -> Result<Vec<DeclaredInput>> {
-    let g = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| Error::Invalid("no graph".into()))?;
-    let inits: std::collections::HashSet<&str> = g
-        .initializer
-        .iter()
-        .filter_map(|t| t.name.as_deref())
-        .collect();
     let mut out = Vec::new();
-    for vi in &g.input {
-        let name = vi.name.clone().unwrap_or_default();
-        if inits.contains(name.as_str()) {
-            continue;
-        }
-        let ty = vi
-            .r#type
-            .as_ref()
-            .and_then(crate::ir::TensorType::from_proto)
-            .ok_or_else(|| Error::Unsupported(format!("input '{name}' is not a tensor")))?;
+    for (name, ty) in typed_inputs(model)? {
         let shape = ty
             .shape
             .as_ref()
