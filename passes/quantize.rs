@@ -43,18 +43,107 @@ pub enum Format {
     /// Signed 8-bit integers, symmetric: activations and weights map ±amax to ±127.
     #[default]
     Int8,
+    /// FP8 E4M3 (no infinities, `FLOAT8E4M3FN`): ±amax maps to ±448. Its Q/DQ operators are
+    /// those of opset 19, so the model is moved there first ([`crate::ir::opset::raise`]).
+    Fp8,
 }
+
+/// ONNX's `TensorProto.DataType.FLOAT8E4M3FN`.
+pub const FLOAT8E4M3FN: DType = DType(17);
 
 impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Int8 => "int8",
+            Format::Fp8 => "fp8",
         }
     }
     /// The largest magnitude of the format: amax maps to it.
     fn qmax(self) -> f32 {
-        127.0
+        match self {
+            Format::Int8 => 127.0,
+            Format::Fp8 => 448.0,
+        }
     }
+    /// The element type of quantized values and zero points.
+    fn dtype(self) -> DType {
+        match self {
+            Format::Int8 => DType::I8,
+            Format::Fp8 => FLOAT8E4M3FN,
+        }
+    }
+    /// The opset its Q/DQ operators need (per-axis DequantizeLinear: 13; float8: 19).
+    fn opset(self) -> i64 {
+        match self {
+            Format::Int8 => 13,
+            Format::Fp8 => 19,
+        }
+    }
+    /// Zero points: 0 in the format's encoding (also 0x00 for E4M3FN).
+    fn zeros(self, n: Option<usize>) -> crate::load::proto::TensorProto {
+        let mut t = zeros_i8(n).to_proto("");
+        t.data_type = Some(self.dtype().0);
+        t
+    }
+    /// Values already divided by their scale, in the format's encoding.
+    fn encode(self, shape: &[usize], scaled: &[f32]) -> crate::load::proto::TensorProto {
+        let arr = |v: Vec<u8>| ArrayD::from_shape_vec(IxDyn(shape), v).expect("same shape");
+        match self {
+            Format::Int8 => {
+                let q = scaled
+                    .iter()
+                    .map(|v| v.round_ties_even().clamp(-127.0, 127.0) as i8 as u8)
+                    .collect();
+                let mut t = Tensor::U8(arr(q)).to_proto("");
+                t.data_type = Some(DType::I8.0);
+                t
+            }
+            Format::Fp8 => {
+                let mut t =
+                    Tensor::U8(arr(scaled.iter().map(|&v| e4m3fn(v)).collect())).to_proto("");
+                t.data_type = Some(FLOAT8E4M3FN.0);
+                t
+            }
+        }
+    }
+}
+
+/// The E4M3FN value of an 8-bit code (0..=0x7E positive finite; 0x7F is NaN).
+fn e4m3fn_value(code: u8) -> f32 {
+    let (e, m) = (((code >> 3) & 0xF) as i32, (code & 7) as f32);
+    if e == 0 {
+        m / 8.0 * 2f32.powi(-6)
+    } else {
+        (1.0 + m / 8.0) * 2f32.powi(e - 7)
+    }
+}
+
+/// f32 to FP8 E4M3FN as QuantizeLinear-19 does with `saturate=1`: round to nearest, ties to
+/// the even code, magnitudes past 448 to ±448, NaN to NaN. Found in the table of the 127
+/// finite magnitudes, which is exact where bit tricks are easy to get wrong.
+pub fn e4m3fn(v: f32) -> u8 {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| (0..=0x7Eu8).map(e4m3fn_value).collect());
+    if v.is_nan() {
+        return 0x7F;
+    }
+    let sign = if v.is_sign_negative() { 0x80 } else { 0 };
+    let a = v.abs();
+    let i = table.partition_point(|&t| t < a);
+    let code = if i == 0 {
+        0
+    } else if i == table.len() {
+        0x7E
+    } else {
+        let (lo, hi) = (table[i - 1], table[i]);
+        match (a - lo).partial_cmp(&(hi - a)) {
+            Some(std::cmp::Ordering::Less) => i - 1,
+            Some(std::cmp::Ordering::Greater) => i,
+            _ if (i - 1) % 2 == 0 => i - 1,
+            _ => i,
+        }
+    };
+    sign | code as u8
 }
 
 /// Where the pass puts Q/DQ pairs, decided from the graph alone (before calibration, which
@@ -273,6 +362,8 @@ pub struct Summary {
     pub kept_float: Vec<String>,
     /// sha256 over every scale, in a canonical order.
     pub scales_sha256: String,
+    /// How the opset was raised for the format's Q/DQ operators (empty: not needed).
+    pub opset: Vec<String>,
 }
 
 impl Summary {
@@ -290,6 +381,9 @@ impl Summary {
             if ops.is_empty() { "none".into() } else { ops.join(", ") }
         )];
         v.extend(self.kept_float.iter().map(|l| format!("kept float: {l}")));
+        if !self.opset.is_empty() {
+            v.push(format!("opset: {}", self.opset.join("; ")));
+        }
         v
     }
 }
@@ -299,7 +393,7 @@ impl Pass for Quantize {
         "quantize"
     }
     fn about(&self) -> &'static str {
-        "INT8 Q/DQ on Conv/MatMul/Gemm inputs and weights from calibrated ranges (detrc quantize)"
+        "INT8 or FP8 Q/DQ on Conv/MatMul/Gemm inputs and weights from calibrated ranges (detrc quantize)"
     }
     fn run(&self, g: &mut Graph, _cx: &Context) -> Result<Outcome, String> {
         if has_qdq(g) {
@@ -328,8 +422,21 @@ fn zeros_i8(n: Option<usize>) -> Tensor {
     }
 }
 
-/// Per-channel symmetric quantization of `w` along `axis`: (int8 values, scales).
+/// Per-channel symmetric int8 quantization of `w` along `axis`: (int8 values, scales).
 pub fn quantize_weight(w: &ArrayD<f32>, axis: usize, qmax: f32) -> (ArrayD<i8>, Vec<f32>) {
+    let (scaled, scales) = scale_weight(w, axis, qmax);
+    let q = scaled
+        .iter()
+        .map(|v| v.round_ties_even().clamp(-qmax, qmax) as i8)
+        .collect();
+    (
+        ArrayD::from_shape_vec(IxDyn(w.shape()), q).expect("same shape"),
+        scales,
+    )
+}
+
+/// `w` divided by per-channel scales (amax / qmax along `axis`): (scaled values, scales).
+fn scale_weight(w: &ArrayD<f32>, axis: usize, qmax: f32) -> (Vec<f32>, Vec<f32>) {
     let shape = w.shape().to_vec();
     let channels = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
@@ -344,18 +451,12 @@ pub fn quantize_weight(w: &ArrayD<f32>, axis: usize, qmax: f32) -> (ArrayD<i8>, 
         .iter()
         .map(|&a| if a > 0.0 { a / qmax } else { 1.0 })
         .collect();
-    let q: Vec<i8> = flat
+    let scaled = flat
         .iter()
         .enumerate()
-        .map(|(i, &v)| {
-            let s = scales[(i / inner) % channels];
-            (v / s).round_ties_even().clamp(-qmax, qmax) as i8
-        })
+        .map(|(i, &v)| v / scales[(i / inner) % channels])
         .collect();
-    (
-        ArrayD::from_shape_vec(IxDyn(&shape), q).expect("same shape"),
-        scales,
-    )
+    (scaled, scales)
 }
 
 impl Quantize {
@@ -368,10 +469,12 @@ impl Quantize {
             ));
         }
         let plan = plan(g, self.residual && !self.weight_only)?;
+        let raised = crate::ir::opset::raise(g, self.format.opset())?;
         let qmax = self.format.qmax();
         let mut summary = Summary {
             ops_quantized: plan.ops.clone(),
             kept_float: plan.kept_lines(),
+            opset: raised,
             ..Default::default()
         };
         let mut hash = Sha256::new();
@@ -389,22 +492,22 @@ impl Quantize {
                     let Tensor::F32(arr) = Tensor::from_proto(t)? else {
                         return Err(format!("weight '{name}' is not f32"));
                     };
-                    let (q, scales) = quantize_weight(&arr, axis, qmax);
+                    let (scaled, scales) = scale_weight(&arr, axis, qmax);
                     hash.update(format!("w {name} {axis}\n"));
                     for s in &scales {
                         hash.update(s.to_le_bytes());
                     }
                     let c = scales.len();
-                    let qc = g.add_const(&format!("{name}_quantized"), Tensor::I8(q).to_proto(""));
+                    let qc = g.add_const(
+                        &format!("{name}_quantized"),
+                        self.format.encode(arr.shape(), &scaled),
+                    );
                     let sc = g.add_const(
                         &format!("{name}_scale"),
                         Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[c]), scales).expect("1-D"))
                             .to_proto(""),
                     );
-                    let zp = g.add_const(
-                        &format!("{name}_zero_point"),
-                        zeros_i8(Some(c)).to_proto(""),
-                    );
+                    let zp = g.add_const(&format!("{name}_zero_point"), self.format.zeros(Some(c)));
                     let rank = arr.ndim();
                     let id = g.add_op(
                         "DequantizeLinear",
@@ -451,7 +554,7 @@ impl Quantize {
                 hash.update(format!("a {name}\n"));
                 hash.update(scale.to_le_bytes());
                 let sc = g.add_const(&format!("{name}_scale"), scalar_f32(scale).to_proto(""));
-                let zp = g.add_const(&format!("{name}_zero_point"), zeros_i8(None).to_proto(""));
+                let zp = g.add_const(&format!("{name}_zero_point"), self.format.zeros(None));
                 let (sp, zpp) = (Some(Port::new(sc, 0)), Some(Port::new(zp, 0)));
                 let ty = g.ty(src).cloned();
                 let q = g.add_op(
@@ -470,7 +573,7 @@ impl Quantize {
                 );
                 if let Some(ty) = ty {
                     g.value_mut(Port::new(q, 0)).ty = Some(TensorType {
-                        dtype: DType::I8,
+                        dtype: self.format.dtype(),
                         ..ty.clone()
                     });
                     g.value_mut(Port::new(dq, 0)).ty = Some(ty);
@@ -510,6 +613,22 @@ fn set_meta(g: &mut Graph, key: &str, value: &str) {
     });
 }
 
+/// The format of the model's Q/DQ nodes (by a QuantizeLinear or DequantizeLinear's zero
+/// point, else int8 as the Q/DQ default), or None when it has none.
+pub fn qdq_format(g: &Graph) -> Option<Format> {
+    if !has_qdq(g) {
+        return None;
+    }
+    let fp8 = g.topo_ops().into_iter().any(|n| {
+        let node = g.node(n);
+        (node.is("QuantizeLinear") || node.is("DequantizeLinear"))
+            && g.input(n, 2)
+                .and_then(|p| g.ty(p))
+                .is_some_and(|t| t.dtype == FLOAT8E4M3FN)
+    });
+    Some(if fp8 { Format::Fp8 } else { Format::Int8 })
+}
+
 /// A metadata value of the model.
 pub fn meta<'a>(g: &'a Graph, key: &str) -> Option<&'a str> {
     g.carry
@@ -542,5 +661,27 @@ mod tests {
             q.iter().copied().collect::<Vec<_>>(),
             vec![64, -127, 32, 0, 0, 0]
         );
+    }
+
+    #[test]
+    fn fp8_rounds_to_nearest_even_and_saturates() {
+        assert_eq!(e4m3fn(0.0), 0x00);
+        assert_eq!(e4m3fn(-0.0), 0x80);
+        assert_eq!(e4m3fn(1.0), 0x38); // exponent 7 (bias 7), mantissa 0
+        assert_eq!(e4m3fn(448.0), 0x7E);
+        assert_eq!(e4m3fn(1e6), 0x7E);
+        assert_eq!(e4m3fn(-1e6), 0xFE);
+        assert_eq!(e4m3fn(f32::NAN), 0x7F);
+        // 1.0625 lies halfway between 1.0 (0x38) and 1.125 (0x39): the even code wins
+        assert_eq!(e4m3fn(1.0625), 0x38);
+        assert_eq!(e4m3fn(1.1875), 0x3A); // between 1.125 (0x39) and 1.25 (0x3A)
+                                          // the smallest subnormal, 2^-9, and half of it (a tie with 0, which is even)
+        assert_eq!(e4m3fn(2f32.powi(-9)), 0x01);
+        assert_eq!(e4m3fn(2f32.powi(-10)), 0x00);
+        // onnxruntime's QuantizeLinear-19 on [0.1, 1.37, 100, 1000] / 0.5 (measured)
+        let want = [0.1015625f32, 1.375, 96.0, 224.0];
+        for (x, w) in [0.1f32, 1.37, 100.0, 1000.0].iter().zip(want) {
+            assert_eq!(e4m3fn_value(e4m3fn(x / 0.5)) * 0.5, w, "{x}");
+        }
     }
 }

@@ -17,6 +17,7 @@ below onnxruntime's minus 0.5 dB on any output or below 40 dB on the boxes.
 
 Usage: int8_compare.py --detrc BIN --model M.onnx --work DIR [--calib 32] [--eval 16]
                        [--methods max,percentile,entropy,mse] [--json out.json] [--check]
+                       [--fp8]
 """
 from __future__ import annotations
 
@@ -149,6 +150,9 @@ def main() -> int:
     ap.add_argument("--methods", default="max,percentile,entropy,mse")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--fp8", action="store_true",
+                    help="also `detrc quantize --format fp8 --method mse` (FP8 E4M3, opset 19); "
+                         "shown for comparison, not held to the int8 baseline by --check")
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -182,6 +186,15 @@ def main() -> int:
             "model": str(out), "seconds": time.time() - t0, "structure": structure(out),
             "sqnr_db": sqnr(ref, run_all(session(out), held))}
 
+    if args.fp8:
+        out = work / "detrc_fp8_mse.onnx"
+        t0 = time.time()
+        sh(args.detrc, "quantize", str(compiled), "-o", str(out), "--calibration", str(cal_dir),
+           "--method", "mse", "--format", "fp8", "-q")
+        rows["detrc quantize --format fp8 (mse)"] = {
+            "model": str(out), "seconds": time.time() - t0, "structure": structure(out),
+            "sqnr_db": sqnr(ref, run_all(session(out), held)), "format": "fp8"}
+
     outs = list(ref)
     print(f"{args.model.name}: compiled by detrc, {args.calib} calibration / {args.eval} "
           f"held-out synthetic images, onnxruntime {ort.__version__} CPU (no graph optimization)")
@@ -202,7 +215,7 @@ def main() -> int:
         if s["where"] or s["int32_dequantize"] or s["nonzero_zero_points"]:
             print(f"FAIL {k}: structure {s}")
             rc = 1
-        if args.check:
+        if args.check and r.get("format") != "fp8":
             for o in outs:
                 if r["sqnr_db"][o] < base[o] - 0.5:
                     print(f"FAIL {k}: {o} SQNR {r['sqnr_db'][o]:.2f} < ort {base[o]:.2f} - 0.5")

@@ -75,7 +75,8 @@ impl From<BuildError> for Failure {
             BuildError::Model(m) => category(m),
             BuildError::AlreadyFp16 { .. }
             | BuildError::AlreadyQuantized { .. }
-            | BuildError::NoCalibration
+            | BuildError::NoCalibration(_)
+            | BuildError::Fp8Target(_)
             | BuildError::Engine(
                 EngineError::UnsupportedTarget { .. } | EngineError::InvalidOptions(_),
             ) => "usage",
@@ -433,7 +434,7 @@ fn build(py: Python<'_>, model: PathBuf, output: PathBuf, options: BuildArgs) ->
             return Err(Failure::new("usage", "max_images must be at least 1"));
         }
         let calibration = match &a.calibration {
-            Some(dir) if precision == Precision::Int8 => Some(detrc::build::Calibration {
+            Some(dir) if precision.quant_format().is_some() => Some(detrc::build::Calibration {
                 dir: dir.clone(),
                 max_images: a.max_images,
                 options: detrc::quant::QuantizeOptions {
@@ -446,7 +447,7 @@ fn build(py: Python<'_>, model: PathBuf, output: PathBuf, options: BuildArgs) ->
             Some(_) => {
                 return Err(Failure::new(
                     "usage",
-                    "calibration needs precision=\"int8\"",
+                    "calibration needs precision=\"int8\" or \"fp8\"",
                 ))
             }
             None => None,

@@ -38,6 +38,9 @@ pub enum Precision {
     /// INT8 through explicit Q/DQ nodes: the model is calibrated and quantized first unless it
     /// has Q/DQ nodes already (see [`crate::quant`]).
     Int8,
+    /// FP8 E4M3 through explicit Q/DQ nodes (opset 19), as for int8; Ada (sm89) or newer:
+    /// TensorRT-RTX 1.7 refuses FP8 for sm80/sm86 (measured, docs/int8.md).
+    Fp8,
 }
 
 impl Precision {
@@ -46,6 +49,16 @@ impl Precision {
             Precision::Fp32 => "fp32",
             Precision::Fp16 => "fp16",
             Precision::Int8 => "int8",
+            Precision::Fp8 => "fp8",
+        }
+    }
+
+    /// The Q/DQ format of a quantized precision.
+    pub fn quant_format(self) -> Option<crate::quant::Format> {
+        match self {
+            Precision::Int8 => Some(crate::quant::Format::Int8),
+            Precision::Fp8 => Some(crate::quant::Format::Fp8),
+            _ => None,
         }
     }
 }
@@ -57,7 +70,10 @@ impl std::str::FromStr for Precision {
             "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
             "fp16" | "f16" | "float16" | "half" => Ok(Precision::Fp16),
             "int8" | "i8" => Ok(Precision::Int8),
-            _ => Err(format!("unknown precision {s:?}; use fp32, fp16 or int8")),
+            "fp8" | "f8" | "e4m3" => Ok(Precision::Fp8),
+            _ => Err(format!(
+                "unknown precision {s:?}; use fp32, fp16, int8 or fp8"
+            )),
         }
     }
 }
@@ -77,12 +93,17 @@ pub enum BuildError {
     )]
     AlreadyFp16 { path: PathBuf },
     #[error(
-        "{} has Q/DQ nodes (it is quantized); build it with --precision int8",
+        "{} has {format} Q/DQ nodes (it is quantized); build it with --precision {format}",
         path.display()
     )]
-    AlreadyQuantized { path: PathBuf },
-    #[error("--precision int8 needs --calibration DIR (images) for a model without Q/DQ nodes")]
-    NoCalibration,
+    AlreadyQuantized { path: PathBuf, format: &'static str },
+    #[error("--precision {0} needs --calibration DIR (images) for a model without Q/DQ nodes")]
+    NoCalibration(&'static str),
+    #[error(
+        "--precision fp8 needs Ada (sm89) or a newer GPU; {0} has no FP8 tensor cores and \
+         TensorRT-RTX refuses it (use --precision int8 for it)"
+    )]
+    Fp8Target(String),
     #[error(transparent)]
     Quant(#[from] crate::quant::QuantError),
 }
@@ -173,27 +194,36 @@ pub fn prepare(
     let source_sha256 = sha256_hex(&crate::load::map_file(model)?);
     let (mut g, was_compiled, mut steps) = load_compiled(model, on)?;
     let mut quantization = None;
-    let quantized = crate::passes::quantize::has_qdq(&g);
-    match opts.precision {
-        Precision::Int8 if !quantized => {
-            let cal = opts.calibration.as_ref().ok_or(BuildError::NoCalibration)?;
+    let quantized = crate::passes::quantize::qdq_format(&g);
+    let wanted = opts.precision.quant_format();
+    match (wanted, quantized) {
+        (Some(format), None) => {
+            let cal = opts
+                .calibration
+                .as_ref()
+                .ok_or(BuildError::NoCalibration(opts.precision.as_str()))?;
             let files = if cal.options.weight_only {
                 Vec::new()
             } else {
                 crate::quant::image_files(&cal.dir, cal.max_images)?
             };
-            let (s, _, _) = crate::quant::quantize_graph(&mut g, &files, &cal.options)?;
+            let options = crate::quant::QuantizeOptions {
+                format,
+                ..cal.options.clone()
+            };
+            let (s, _, _) = crate::quant::quantize_graph(&mut g, &files, &options)?;
             steps.extend(s.lines().into_iter().map(|l| format!("quantize: {l}")));
         }
-        Precision::Int8 => {}
-        _ if quantized => {
+        (Some(w), Some(q)) if w == q => {}
+        (_, Some(q)) => {
             return Err(BuildError::AlreadyQuantized {
                 path: model.to_path_buf(),
+                format: q.as_str(),
             })
         }
-        _ => {}
+        (None, None) => {}
     }
-    if opts.precision == Precision::Int8 {
+    if wanted.is_some() {
         let meta = |k: &str| crate::passes::quantize::meta(&g, k).map(str::to_string);
         quantization = Some(sidecar::Quantization {
             method: meta(crate::passes::quantize::METHOD_KEY).unwrap_or_else(|| "external".into()),
@@ -279,6 +309,13 @@ pub fn build(
     on: &mut dyn FnMut(Event),
 ) -> Result<Sidecar, BuildError> {
     engine::validate_options(&opts.engine)?;
+    if opts.precision == Precision::Fp8 {
+        for t in &opts.engine.targets {
+            if let engine::Target::Sm(v @ (75 | 80 | 86)) = engine::parse_target(t)? {
+                return Err(BuildError::Fp8Target(format!("sm{v}")));
+            }
+        }
+    }
     // Fail on missing libraries before spending minutes compiling a large model.
     engine::tensorrt_version(opts.tensorrt_dir.as_deref())?;
     let prepared = prepare(model, opts, on)?;

@@ -27,8 +27,9 @@ pub struct Args {
     /// (also `86`, `8.6`, `sm_86`).
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_TARGETS)]
     target: Vec<String>,
-    /// fp32, fp16 (the model goes through the to-fp16 pass; inputs/outputs stay fp32), or int8
-    /// (Q/DQ nodes; a model without them is calibrated on --calibration images first).
+    /// fp32, fp16 (the model goes through the to-fp16 pass; inputs/outputs stay fp32), int8 or
+    /// fp8 (Q/DQ nodes; a model without them is calibrated on --calibration images first;
+    /// fp8 needs sm89 or newer).
     #[arg(long, default_value = "fp32")]
     precision: Precision,
     #[command(flatten)]
@@ -96,13 +97,13 @@ pub fn run(a: Args) -> Result<(), Exit> {
         profiles.push(parse_shapes(s).map_err(usage)?);
     }
     let calibration = match &a.cal.calibration {
-        Some(dir) if a.precision == Precision::Int8 => Some(detrc::build::Calibration {
+        Some(dir) if a.precision.quant_format().is_some() => Some(detrc::build::Calibration {
             dir: dir.clone(),
             max_images: a.cal.max_images,
             options: a.cal.options()?,
         }),
-        Some(_) => return Err(usage("--calibration needs --precision int8".into())),
-        None if a.precision == Precision::Int8 && a.cal.weights_only => {
+        Some(_) => return Err(usage("--calibration needs --precision int8 or fp8".into())),
+        None if a.precision.quant_format().is_some() && a.cal.weights_only => {
             Some(detrc::build::Calibration {
                 dir: PathBuf::new(),
                 max_images: None,
@@ -160,7 +161,8 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 ) => EXIT_USAGE,
                 BuildError::AlreadyFp16 { .. }
                 | BuildError::AlreadyQuantized { .. }
-                | BuildError::NoCalibration => EXIT_USAGE,
+                | BuildError::NoCalibration(_)
+                | BuildError::Fp8Target(_) => EXIT_USAGE,
                 _ => super::EXIT_ERROR,
             };
             return Err(Exit(

@@ -33,6 +33,10 @@ pub struct Args {
     /// Score threshold for the detection agreement of --eval.
     #[arg(long, default_value_t = 0.5)]
     threshold: f32,
+    /// Q/DQ format: int8, or fp8 (E4M3; the model moves to opset 19; TensorRT builds it for
+    /// sm89 and newer).
+    #[arg(long, default_value = "int8", value_parser = ["int8", "fp8"])]
+    format: String,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -98,7 +102,21 @@ fn images(dir: &Path, max: Option<usize>) -> Result<Vec<PathBuf>, Exit> {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let opts = a.cal.options()?;
+    let mut opts = a.cal.options()?;
+    if a.format == "fp8" {
+        opts.format = Format::Fp8;
+        // tract, the reference runtime, has no float8 type.
+        if a.eval.is_some() {
+            return Err(Exit(
+                EXIT_USAGE,
+                anyhow!(
+                    "--eval cannot run an fp8 model: tract, detrc's reference runtime, has no \
+                     float8; measure it under onnxruntime with scripts/int8_compare.py \
+                     --format fp8"
+                ),
+            ));
+        }
+    }
     if !(0.0..=1.0).contains(&a.threshold) {
         return Err(Exit(
             EXIT_USAGE,

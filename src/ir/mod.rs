@@ -9,6 +9,7 @@
 pub mod dtype;
 pub mod dump;
 pub mod from_onnx;
+pub mod opset;
 pub mod to_onnx;
 pub mod types;
 pub mod validate;
