@@ -88,7 +88,7 @@ pub fn image_files(dir: &Path, max: Option<usize>) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         std::fs::metadata(dir).map_err(|source| RunError::Read {
             path: dir.to_path_buf(),
-            source,
+            cause: source,
         })?;
         return Err(QuantError::Options(format!(
             "{} is not a folder of images",

@@ -10,10 +10,12 @@ pub const NO_CUDA_DRIVER: &str = "no CUDA driver found; the TensorRT backend nee
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot read {}: {source}", path.display())]
+    // `cause`, not `source`: the message already says it, and a source would make anyhow's
+    // chain print it twice.
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} holds no JPEG or PNG images (*.jpg, *.jpeg, *.png)", path.display())]
     NoImages { path: PathBuf },
@@ -63,10 +65,10 @@ pub enum RunError {
     TensorRt(String),
     #[error("invalid option: {0}")]
     Options(String),
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {cause}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 

@@ -26,7 +26,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     for p in paths {
         let meta = std::fs::metadata(p).map_err(|source| RunError::Read {
             path: p.clone(),
-            source,
+            cause: source,
         })?;
         if !meta.is_dir() {
             out.push(p.clone());
@@ -34,13 +34,13 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
         let rd = std::fs::read_dir(p).map_err(|source| RunError::Read {
             path: p.clone(),
-            source,
+            cause: source,
         })?;
         let mut found = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|source| RunError::Read {
                 path: p.clone(),
-                source,
+                cause: source,
             })?;
             let path = entry.path();
             if has_image_extension(&path) && path.is_file() {
@@ -67,7 +67,7 @@ fn image_error(path: &Path, e: impl std::fmt::Display) -> RunError {
 fn open(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
     let read_error = |source| RunError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     image::ImageReader::open(path)
         .map_err(read_error)?
@@ -117,7 +117,7 @@ pub fn load(path: &Path) -> Result<RgbImage> {
 fn read_whole_jpeg(path: &Path) -> Result<Vec<u8>> {
     let data = std::fs::read(path).map_err(|source| RunError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     if !data.windows(2).any(|w| w == [0xFF, 0xD9]) {
         return Err(image_error(path, "truncated JPEG (no end-of-image marker)"));

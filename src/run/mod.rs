@@ -109,7 +109,7 @@ pub fn run(
     }
     std::fs::create_dir_all(&opts.out_dir).map_err(|source| RunError::Write {
         path: opts.out_dir.clone(),
-        source,
+        cause: source,
     })?;
     let outputs = images::annotated_paths(files, &opts.out_dir)?;
 
@@ -153,7 +153,7 @@ pub fn run(
     let json_path = opts.out_dir.join(DETECTIONS_JSON);
     let mut json = serde_json::to_vec_pretty(&all).map_err(|e| RunError::Write {
         path: json_path.clone(),
-        source: std::io::Error::other(e),
+        cause: std::io::Error::other(e),
     })?;
     json.push(b'\n');
     write_file(&json_path, &json)?;
@@ -165,10 +165,7 @@ pub fn run(
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::emit::atomic::write_bytes(path, bytes).map_err(|e| match e {
-        crate::Error::Write { path, cause } => RunError::Write {
-            path,
-            source: cause,
-        },
+        crate::Error::Write { path, cause } => RunError::Write { path, cause: cause },
         other => RunError::Model(other),
     })
 }

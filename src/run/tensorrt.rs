@@ -202,7 +202,7 @@ impl TensorRtBackend {
             .map_err(|e| RunError::Cuda(format!("cannot create a stream: {e}")))?;
         let bytes = bytes::Bytes::from(std::fs::read(path).map_err(|source| RunError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?);
         if looks_like_onnx(path, &bytes) {
             return Err(RunError::TensorRt(format!(
