@@ -327,8 +327,12 @@ pub fn verify(
     seeds: &[u64],
     tol: Tolerance,
 ) -> Result<Verification> {
-    let a = Reference::from_path(original)?;
-    let b = Reference::from_bytes(candidate)?;
+    let proto = crate::load::load_proto(original)?;
+    let shapes = crate::reference::batch_one_shapes(&proto)?;
+    let specs = crate::reference::input_specs_with(&proto, &shapes)?;
+    drop(proto);
+    let a = Reference::from_path_with_inputs(original, specs)?;
+    let b = Reference::from_bytes_with(candidate, &shapes)?;
     verify_with(&a, &b, seeds, tol)
 }
 
@@ -339,8 +343,15 @@ pub fn verify_bytes(
     seeds: &[u64],
     tol: Tolerance,
 ) -> Result<Verification> {
-    let a = Reference::from_bytes(original)?;
-    let b = Reference::from_bytes(candidate)?;
+    let shapes = {
+        let proto = crate::load::decode(
+            Path::new("<memory>"),
+            bytes::Bytes::copy_from_slice(original),
+        )?;
+        crate::reference::batch_one_shapes(&proto)?
+    };
+    let a = Reference::from_bytes_with(original, &shapes)?;
+    let b = Reference::from_bytes_with(candidate, &shapes)?;
     verify_with(&a, &b, seeds, tol)
 }
 

@@ -163,3 +163,45 @@ fn onnxruntime_agrees_with_the_compiled_models() {
         );
     }
 }
+
+#[test]
+fn verify_runs_dynamic_batch_exports_at_batch_1() {
+    // The official RT-DETRv2 / D-FINE deploy graphs declare `images: [N, 3, H, W]` and
+    // `orig_target_sizes: [N, 2]`; --verify runs both models at N = 1.
+    for name in ["rtdetrv2_official.onnx", "dfine_official_raw.onnx"] {
+        let f = root().join("fixtures/family").join(name);
+        let c = detrc::driver::compile_with(
+            &f,
+            &Pipeline::new(detrc::passes::registry()),
+            &Default::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let v = detrc::driver::verify(
+            &f,
+            &encode(&c.model),
+            &[0, 1],
+            detrc::reference::compare::Tolerance {
+                atol: 1e-4,
+                rtol: 1e-4,
+            },
+        )
+        .unwrap();
+        assert!(v.ok(), "{name}: {:?}", v.outputs);
+        assert_eq!(v.outputs.len(), 3, "{name}: labels, boxes, scores");
+    }
+    // A dynamic dimension other than the batch has no default: the error says what to give.
+    let m = M::new(17)
+        .input_dims("x", &["N", "C"])
+        .node("Relu", &["x"], &["y"], vec![])
+        .output("y");
+    let e = detrc::driver::verify_bytes(
+        &encode(&m.model()),
+        &encode(&m.model()),
+        &[0],
+        Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--input-shape x:DIMS"), "{e}");
+}

@@ -107,6 +107,31 @@ pub fn input_specs_with(
     Ok(specs)
 }
 
+/// Shapes for a model whose inputs leave only the batch open: batch 1 for each such input
+/// (empty when every input is static), so `--verify` runs dynamic-batch exports (the official
+/// RT-DETR / D-FINE graphs declare `N`) at the batch every export accepts. Any other dynamic
+/// dimension has no safe default: an error that says to fix it.
+pub fn batch_one_shapes(model: &ModelProto) -> Result<Vec<(String, Vec<usize>)>> {
+    let mut out = Vec::new();
+    for d in declared_inputs(model)? {
+        if d.dims.iter().all(Option::is_some) {
+            continue;
+        }
+        if d.dims.iter().skip(1).any(Option::is_none) {
+            return Err(Error::Unsupported(format!(
+                "input '{}' has dynamic dimensions besides the batch ({:?}); the reference \
+                 runtime needs them fixed: give --input-shape {}:DIMS",
+                d.name, d.dims, d.name
+            )));
+        }
+        let dims = std::iter::once(1)
+            .chain(d.dims.iter().skip(1).map(|v| v.unwrap_or(1)))
+            .collect();
+        out.push((d.name, dims));
+    }
+    Ok(out)
+}
+
 /// A model input as declared: each dimension if it is a number, `None` if it is dynamic.
 #[derive(Debug, Clone)]
 pub struct DeclaredInput {

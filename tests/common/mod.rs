@@ -123,6 +123,24 @@ impl M {
         self.inputs.push(vi(name, DType::F32, Some(dims)));
         self
     }
+    /// An f32 input with named (symbolic) dimensions where `dims` are not numbers.
+    pub fn input_dims(mut self, name: &str, dims: &[&str]) -> Self {
+        let ty = TensorType {
+            dtype: DType::F32,
+            shape: Some(
+                dims.iter()
+                    .map(|d| match d.parse() {
+                        Ok(v) => detrc::ir::Dim::Fixed(v),
+                        Err(_) => detrc::ir::Dim::Param(d.to_string()),
+                    })
+                    .collect(),
+            ),
+        };
+        let mut v = vi(name, DType::F32, None);
+        v.r#type = Some(ty.to_proto());
+        self.inputs.push(v);
+        self
+    }
     pub fn output(mut self, name: &str) -> Self {
         self.outputs.push(vi(name, DType::F32, None));
         self
