@@ -165,7 +165,7 @@ pub fn run(
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::emit::atomic::write_bytes(path, bytes).map_err(|e| match e {
-        crate::Error::Write { path, cause } => RunError::Write { path, cause: cause },
+        crate::Error::Write { path, cause } => RunError::Write { path, cause },
         other => RunError::Model(other),
     })
 }
