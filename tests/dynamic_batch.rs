@@ -52,11 +52,30 @@ fn batch_splits(g: &detrc::ir::Graph) -> usize {
 
 /// Family fixtures (fixtures/family) whose batch `--batch dynamic` generalises today.
 const GENERALISED_FAMILY: &[&str] = &[
+    "conditional_detr_op16_b1.onnx",
+    "conditional_detr_op17_b1.onnx",
+    "conditional_detr_op17_dyn.onnx",
+    "conditional_detr_op18_dynamo_b1.onnx",
+    "dab_detr_op16_b1.onnx",
+    "dab_detr_op17_b1.onnx",
+    "dab_detr_op17_dyn.onnx",
+    "dab_detr_op18_dynamo_b1.onnx",
+    "deformable_detr_op17_dyn.onnx",
+    "deformable_detr_refine_op17_dyn.onnx",
     "detr_op16_b1.onnx",
     "detr_op17_b1.onnx",
     "detr_op17_dyn.onnx",
     "detr_op18_dynamo_b1.onnx",
+    "dfine_official_raw.onnx",
+    "dfine_official_simplified.onnx",
+    "rtdetr_op16_b1.onnx",
+    "rtdetr_op17_b1.onnx",
+    "rtdetr_op17_dyn.onnx",
     "rtdetr_op18_dynamo_b1.onnx",
+    "rtdetr_v2_op16_b1.onnx",
+    "rtdetr_v2_op17_b1.onnx",
+    "rtdetr_v2_op17_dyn.onnx",
+    "rtdetrv2_official.onnx",
 ];
 
 fn dynamic(path: &Path) -> detrc::driver::Compiled {
@@ -445,6 +464,59 @@ fn unit_a_batch_that_cannot_be_generalised_names_the_node() {
     let e = detrc::passes::generalize_batch::generalize(&mut g).unwrap_err();
     assert!(
         e.contains("ReduceSum 'ReduceSum_0'") && e.contains("over the batch"),
+        "{e}"
+    );
+}
+
+/// `tmp[..., :2] += ref` as the legacy exporter traces it at batch 2: one ScatterND over all
+/// images whose constant indices hold every (image, query, coordinate) tuple.
+fn scatter_model(swap_images: bool) -> M {
+    let (b, q) = (2i64, 3i64);
+    let mut idx = Vec::new();
+    for i in 0..b {
+        for k in 0..q {
+            for j in 0..2 {
+                let img = if swap_images { b - 1 - i } else { i };
+                idx.extend([img, k, j]);
+            }
+        }
+    }
+    M::new(17)
+        .input("x", &[b, q, 4])
+        .node("Relu", &["x"], &["data"], vec![])
+        .i64("st", &[1], &[0])
+        .i64("en", &[1], &[2])
+        .i64("ax", &[1], &[2])
+        .node("Slice", &["x", "st", "en", "ax"], &["head"], vec![])
+        .node("Sigmoid", &["head"], &["upd"], vec![])
+        .i64("idx", &[b, q, 2, 3], &idx)
+        .node("ScatterND", &["data", "idx", "upd"], &["s"], vec![])
+        .node("Tanh", &["s"], &["y"], vec![])
+        .output("y")
+}
+
+#[test]
+fn unit_a_scatter_within_each_image_is_generalised() {
+    let m = scatter_model(false);
+    let (g, lines) = generalize(&m);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ScatterND 'ScatterND_3'") && l.contains("within each image")),
+        "{lines:?}"
+    );
+    same_per_image(&m, &g, 3);
+    same_per_image(&m, &g, 1);
+}
+
+#[test]
+fn unit_a_scatter_across_images_names_the_node() {
+    let mut g = scatter_model(true).graph();
+    let p = Pipeline::new(vec![Box::new(detrc::passes::infer_shapes::InferShapes)]);
+    p.run(&mut g, &mut |_| {}).unwrap();
+    let e = detrc::passes::generalize_batch::generalize(&mut g).unwrap_err();
+    assert!(
+        e.contains("ScatterND 'ScatterND_3'") && e.contains("across images"),
         "{e}"
     );
 }

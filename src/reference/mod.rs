@@ -167,19 +167,113 @@ pub fn declared_inputs(model: &ModelProto) -> Result<Vec<DeclaredInput>> {
     Ok(out)
 }
 
+/// Rewrites what tract cannot run into equivalents it can, in place; true if anything changed.
+///
+/// `Equal` of two booleans (the dynamo exporter's floor division, `(a < 0) == (b < 0)`, in the
+/// official RT-DETRv2 and D-FINE post-processing) fails in tract with "Bool is not a number";
+/// it is `Not(Xor(a, b))`.
+pub fn make_tract_compatible(model: &mut ModelProto) -> bool {
+    use crate::load::proto::{type_proto, NodeProto};
+    const BOOL: i32 = 9;
+    const BOOL_OPS: &[&str] = &[
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "Equal",
+        "And",
+        "Or",
+        "Xor",
+        "Not",
+        "IsNaN",
+        "IsInf",
+    ];
+    let Some(g) = model.graph.as_mut() else {
+        return false;
+    };
+    let mut bools: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for t in &g.initializer {
+        if t.data_type == Some(BOOL) {
+            bools.extend(t.name.clone());
+        }
+    }
+    for vi in g.input.iter().chain(&g.value_info).chain(&g.output) {
+        if let Some(type_proto::Value::TensorType(t)) =
+            vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+        {
+            if t.elem_type == Some(BOOL) {
+                bools.extend(vi.name.clone());
+            }
+        }
+    }
+    for n in &g.node {
+        let op = n.op_type.as_deref().unwrap_or("");
+        let domain = n.domain.as_deref().unwrap_or("");
+        let casts_to_bool = op == "Cast"
+            && n.attribute
+                .iter()
+                .any(|a| a.name.as_deref() == Some("to") && a.i == Some(BOOL as i64));
+        let constant_bool = op == "Constant"
+            && n.attribute
+                .iter()
+                .any(|a| a.t.as_ref().is_some_and(|t| t.data_type == Some(BOOL)));
+        if (domain.is_empty() || domain == "ai.onnx")
+            && (BOOL_OPS.contains(&op) || casts_to_bool || constant_bool)
+        {
+            bools.extend(n.output.iter().cloned());
+        }
+    }
+    let mut changed = false;
+    let mut nodes = Vec::with_capacity(g.node.len());
+    for n in std::mem::take(&mut g.node) {
+        let is_bool_equal = n.op_type.as_deref() == Some("Equal")
+            && n.domain.as_deref().unwrap_or("").is_empty()
+            && n.input.len() == 2
+            && n.input.iter().all(|i| bools.contains(i));
+        if !is_bool_equal {
+            nodes.push(n);
+            continue;
+        }
+        changed = true;
+        let base = n.name.clone().unwrap_or_else(|| n.output[0].clone());
+        let xor = format!("{}__detrc_xor", n.output[0]);
+        nodes.push(NodeProto {
+            input: n.input.clone(),
+            output: vec![xor.clone()],
+            name: Some(format!("{base}__xor")),
+            op_type: Some("Xor".into()),
+            ..Default::default()
+        });
+        nodes.push(NodeProto {
+            input: vec![xor],
+            output: n.output.clone(),
+            name: Some(format!("{base}__not")),
+            op_type: Some("Not".into()),
+            ..Default::default()
+        });
+    }
+    g.node = nodes;
+    changed
+}
+
 impl Reference {
     /// Loads `path` with its inputs fixed to `specs` (one per input, in order): how a model
     /// with dynamic dimensions runs at one concrete shape (see [`declared_inputs`]).
     pub fn from_path_with_inputs(path: &Path, specs: Vec<InputSpec>) -> Result<Reference> {
-        let proto = crate::load::load_proto(path)?;
+        let mut proto = crate::load::load_proto(path)?;
         let outs = output_names(&proto);
         // Declared output and value_info shapes may name the dynamic dimensions, which tract
         // cannot bind to this run's sizes: it infers them instead.
-        let model = tract_onnx::onnx()
+        let onnx = tract_onnx::onnx()
             .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
-            .model_for_path(path)
-            .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
+            .with_ignore_value_info(true);
+        let model = if make_tract_compatible(&mut proto) {
+            let bytes = Self::inlined(path, proto)?;
+            onnx.model_for_read(&mut std::io::Cursor::new(bytes))
+        } else {
+            onnx.model_for_path(path)
+        }
+        .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
         Self::finish(model, specs, outs)
     }
 
@@ -191,16 +285,29 @@ impl Reference {
     pub fn from_path_with(path: &Path, shapes: &[(String, Vec<usize>)]) -> Result<Reference> {
         let proto = crate::load::load_proto(path)?;
         if !shapes.is_empty() {
-            let mut v = Vec::new();
-            crate::emit::write_model(&proto, &mut v).map_err(rt)?;
-            return Self::from_bytes_with(&v, shapes);
+            return Self::from_bytes_with(&Self::inlined(path, proto)?, shapes);
         }
         let specs = input_specs_with(&proto, shapes)?;
         let outs = output_names(&proto);
-        let model = tract_onnx::onnx()
-            .model_for_path(path)
-            .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
+        let mut patched = proto.clone();
+        let model = if make_tract_compatible(&mut patched) {
+            let bytes = Self::inlined(path, patched)?;
+            tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes))
+        } else {
+            tract_onnx::onnx().model_for_path(path)
+        }
+        .map_err(|e| rt(format!("cannot load {}: {e:#}", path.display())))?;
         Self::finish(model, specs, outs)
+    }
+
+    /// `proto` (read from `path`) encoded with its external data inlined, for tract to read
+    /// from memory.
+    fn inlined(path: &Path, mut proto: ModelProto) -> Result<Vec<u8>> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        crate::load::external::resolve(&mut proto, dir)?;
+        let mut v = Vec::new();
+        crate::emit::write_model(&proto, &mut v).map_err(rt)?;
+        Ok(v)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Reference> {
@@ -216,10 +323,16 @@ impl Reference {
         // Symbolic dimensions in value_info and outputs would contradict the concrete input
         // shapes of this run (tract does not bind a symbol to a value): let it infer them.
         let stripped;
-        let bytes = if shapes.is_empty() {
+        let mut m = proto.clone();
+        let patched = make_tract_compatible(&mut m);
+        let bytes = if shapes.is_empty() && !patched {
             bytes
+        } else if shapes.is_empty() {
+            let mut v = Vec::new();
+            crate::emit::write_model(&m, &mut v).map_err(rt)?;
+            stripped = v;
+            &stripped[..]
         } else {
-            let mut m = proto.clone();
             if let Some(g) = m.graph.as_mut() {
                 g.value_info.clear();
                 for o in g.output.iter_mut() {
