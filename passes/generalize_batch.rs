@@ -826,11 +826,25 @@ impl Analysis {
                     return fail("no static shapes");
                 };
                 let (ra, rb, ro) = (sa.len(), sb.len(), out.len());
+                let bb = in_b.get(1).copied().flatten();
+                // A vector operand (D-FINE's distribution integral `softmax(x) @ w`, w of
+                // rank 1) is contracted whole; the other side keeps its other axes.
+                match (x0, bb) {
+                    (Some(x), None) if rb == 1 && ra >= 1 && x.axis + 1 < ra => {
+                        return Ok(one(Some(x)));
+                    }
+                    (None, Some(x)) if ra == 1 && rb >= 2 && x.axis + 2 != rb => {
+                        return Ok(one(Some(BatchAxis {
+                            axis: x.axis.min(rb - 2),
+                            ..x
+                        })));
+                    }
+                    _ => {}
+                }
                 if ra < 2 || rb < 2 {
                     return fail("a vector operand carries the batch");
                 }
                 let ab = x0;
-                let bb = in_b.get(1).copied().flatten();
                 let mut res: Option<BatchAxis> = None;
                 let mut lead = false;
                 if let Some(x) = ab {
@@ -1213,6 +1227,38 @@ impl Analysis {
                 ins.iter().map(|q| (*q, ba.axis)).collect()
             }
             "Split" => vec![(ins[0], ba.axis)],
+            // LayerNorm as opset 16 exports it (`ReduceMean` over the channels): the batch
+            // axis is one it does not reduce.
+            _ if t.starts_with("Reduce") => {
+                let a = ins[0]
+                    .and_then(|q| shape(g, q))
+                    .ok_or_else(|| format!("{here}: no static shape"))?;
+                let from_input = g.opset() >= 18 || (t == "ReduceSum" && g.opset() >= 13);
+                let axes = if from_input {
+                    ints_input(g, n, 1)
+                } else {
+                    attrs::ints(&op.attrs, "axes")
+                };
+                let axes: Vec<usize> = match axes {
+                    Some(v) if !v.is_empty() => {
+                        v.iter().filter_map(|&v| axis(v, a.len())).collect()
+                    }
+                    _ => return stop("it reduces every axis"),
+                };
+                let keep = attrs::int_or(&op.attrs, "keepdims", 1) != 0;
+                let ia = if keep {
+                    ba.axis
+                } else {
+                    let kept: Vec<usize> = (0..a.len()).filter(|i| !axes.contains(i)).collect();
+                    *kept
+                        .get(ba.axis)
+                        .ok_or_else(|| format!("{here}: bad axes"))?
+                };
+                if axes.contains(&ia) {
+                    return stop("it reduces that axis");
+                }
+                vec![(ins[0], ia)]
+            }
             // Deformable attention picks a level from the sampling locations (`[..., L, ...]`
             // at a constant index): the batch axis is one of the data's other axes.
             "Gather" => {
@@ -1540,6 +1586,18 @@ pub fn type_more(g: &mut Graph) -> usize {
                         x.dtype,
                         &[xs[0], xs[1], gs[1], gs[2]],
                     ))]
+                }
+                _ => continue,
+            },
+            // With a vector operand, which infer-shapes leaves untyped.
+            "MatMul" => match (ty(0), st(0), st(1)) {
+                (Some(x), Some(a), Some(b)) if b.len() == 1 && a.len() >= 2 => {
+                    vec![Some(TensorType::new(x.dtype, &a[..a.len() - 1]))]
+                }
+                (Some(x), Some(a), Some(b)) if a.len() == 1 && b.len() >= 2 => {
+                    let mut o = b[..b.len() - 2].to_vec();
+                    o.push(b[b.len() - 1]);
+                    vec![Some(TensorType::new(x.dtype, &o))]
                 }
                 _ => continue,
             },
