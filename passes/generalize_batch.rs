@@ -265,15 +265,9 @@ fn product(v: &[i64]) -> i64 {
 /// Where a Reshape from `a` to `out` puts the batch of `ba` (an axis of `a`): the output axis
 /// whose row-major span holds the batch factor, as `outer * batch * m`. Candidates with the
 /// batch leading their axis win, then an axis of the same size (at batch 1 a unit axis is
-/// where the batch was), then the axis the exporter's `target` leaves to `-1`, then the
+/// where the batch was), then one that does not merge it into a row's channels, then the
 /// smallest factor.
-fn reshape_follow(
-    a: &[i64],
-    out: &[i64],
-    ba: BatchAxis,
-    b: i64,
-    target: Option<&[i64]>,
-) -> Option<BatchAxis> {
+fn reshape_follow(a: &[i64], out: &[i64], ba: BatchAxis, b: i64) -> Option<BatchAxis> {
     let before = product(&a[..ba.axis]).checked_mul(ba.outer)?;
     let mut cands = Vec::new();
     for j in 0..out.len() {
@@ -297,16 +291,20 @@ fn reshape_follow(
     let rows_kept = |c: &BatchAxis| c.m == 1 && (out[c.axis + 1..] == a[ba.axis + 1..] || ba.m > 1);
     // The batch alone on an axis of the same size stays there.
     let kept = |c: &BatchAxis| out[c.axis] == a[ba.axis] && c.outer == ba.outer && c.outer == 1;
-    // Else a dynamic-batch export tells where it went: it writes `-1` where its symbolic
-    // batch expression was. At batch 1 `[L, 1, h, d] -> [-1, C]` merges the batch into the
-    // rows (`L*B`), not into the channels, which fit just as well by size; `[L*B, C] ->
-    // [L, -1, d]` splits the heads off with the batch in front (`B*h`), not the rows.
-    let left_open = |c: &BatchAxis| target.is_some_and(|t| t.len() == out.len() && t[c.axis] == -1);
+    // At batch 1 `[L, 1, h, d] -> [L, h*d]` fits the batch into the rows (`L*B`, the out-proj
+    // of attention) or into the last axis with everything after it; the channels of a row
+    // never hold images.
+    let into_features = |c: &BatchAxis| {
+        c.axis + 1 == out.len()
+            && ba.axis + 1 < a.len()
+            && c.outer == 1
+            && c.m == product(&a[ba.axis + 1..])
+    };
     cands.into_iter().min_by_key(|c| {
         (
             !rows_kept(c),
             !kept(c),
-            !left_open(c),
+            into_features(c),
             c.outer != 1,
             out[c.axis] != a[ba.axis] || c.outer != ba.outer,
             c.m,
@@ -573,8 +571,7 @@ impl Analysis {
                 let (Some(a), Some(out)) = (shape(g, ins[0].expect("x")), out0) else {
                     return fail("no static shapes");
                 };
-                let target = ints_input(g, n, 1);
-                let Some(ba) = reshape_follow(&a, &out, xb, b, target.as_deref()) else {
+                let Some(ba) = reshape_follow(&a, &out, xb, b) else {
                     return fail(&format!(
                         "the batch (axis {} of {a:?}) is split over several axes of {out:?}",
                         xb.axis
@@ -1171,7 +1168,7 @@ impl Analysis {
                     .and_then(|q| shape(g, q))
                     .ok_or_else(|| format!("{here}: no static shape"))?;
                 let Some(x) = ins[0] else { return Ok(()) };
-                let Some(inb) = reshape_follow(&s, &a, ba, b, None) else {
+                let Some(inb) = reshape_follow(&s, &a, ba, b) else {
                     return stop("the batch would be split over several input axes");
                 };
                 return self.backward(g, x, inb, why, seen, sources);
@@ -1712,6 +1709,25 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
     let b = static_batch(g)?;
     type_more(g);
     let an = analyse(g, b)?;
+    // Each image's outputs must be a slice of an axis of their own. A batch merged into an
+    // output axis with another factor (`[1, Q*B, C]`, images interleaved) means the export
+    // lost the per-image layout, e.g. a Transpose of the unit batch axis turned into a
+    // Reshape at batch 1 (onnxslim does this), which no constant rewrite brings back.
+    for o in &g.outputs {
+        if let Some(ba) = an.batch.get(&o.src) {
+            if ba.outer != 1 || ba.m != 1 {
+                return Err(format!(
+                    "{}: output '{}' would hold the batch merged into axis {} with a factor of \
+                     {} (images interleaved, not one slice per image): the traced graph lost \
+                     its per-image layout at batch {b}",
+                    name_of(g, o.src.node),
+                    o.name,
+                    ba.axis,
+                    ba.outer * ba.m
+                ));
+            }
+        }
+    }
     let first_input = *batch_inputs(g).first().ok_or("no batch input")?;
     let input_name = g.node(first_input).outputs[0].name.clone();
     let mut ns = NSource {

@@ -32,6 +32,9 @@ fn batch_fixtures() -> Vec<PathBuf> {
     v.sort();
     // A static batch-2 export (batch baked into every shape, no dynamic axis).
     v.push(fixture("detr_tiny_op12_b2.onnx"));
+    // Static batch-1 exports, as exported and as onnx-simplifier leaves them.
+    v.push(fixture("detr_tiny_op17_b1.onnx"));
+    v.push(fixture("detr_tiny_op17_b1.onnxsim.onnx"));
     v
 }
 
@@ -556,4 +559,28 @@ fn tract_runs_the_family_results_onnxruntime_cannot_load_at_batch_1_to_4() {
         assert!(v.ok(), "{}: {:?}", f.display(), v.outputs);
         assert_eq!(v.outputs.len(), 2 * 4, "{}: {:?}", f.display(), v.outputs);
     }
+}
+
+#[test]
+fn a_batch_1_graph_that_lost_its_per_image_layout_is_refused() {
+    // onnxslim turns the decoder's `[Q, 1, C] -> [1, Q, C]` Transpose into a Reshape: at
+    // batch B the rows are `Q*B` with the images interleaved, which no rewrite undoes.
+    let dir = tmpdir();
+    let out = dir.path().join("out.onnx");
+    let f = fixture("detr_tiny_op17_b1.onnxslim.onnx");
+    let o = detrc(&[
+        "compile",
+        f.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--batch",
+        "dynamic",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("output 'pred_logits'") && err.contains("images interleaved"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }
