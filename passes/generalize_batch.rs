@@ -1561,14 +1561,16 @@ fn one_image(t: &Tensor, axis: usize, m: usize) -> Option<Tensor> {
 /// analysis could not follow otherwise. The default pipeline does not use it, so static
 /// compiles are unchanged.
 pub fn type_more(g: &mut Graph) -> usize {
+    // A declared type without a static shape (a graph output's `f32[?]`) counts as none.
+    let known = |v: &crate::ir::Value| v.ty.as_ref().is_some_and(|t| t.static_shape().is_some());
     let mut typed = 0;
     for n in g.topo_ops() {
-        let before = g.node(n).outputs.iter().filter(|v| v.ty.is_some()).count();
+        let before = g.node(n).outputs.iter().filter(|v| known(v)).count();
         super::infer_shapes::infer_node(g, n);
         let node = g.node(n);
-        let after = node.outputs.iter().filter(|v| v.ty.is_some()).count();
-        typed += after - before;
-        if node.outputs.iter().all(|v| v.ty.is_some()) {
+        let after = node.outputs.iter().filter(|v| known(v)).count();
+        typed += after.saturating_sub(before);
+        if node.outputs.iter().all(known) {
             continue;
         }
         let Some(op) = node.op() else { continue };
@@ -1647,9 +1649,11 @@ pub fn type_more(g: &mut Graph) -> usize {
             _ => continue,
         };
         for (slot, ty) in outs.into_iter().enumerate() {
-            if slot < g.node(n).outputs.len() && g.node(n).outputs[slot].ty.is_none() {
-                typed += usize::from(ty.is_some());
-                g.value_mut(Port::new(n, slot)).ty = ty;
+            if slot < g.node(n).outputs.len() && !known(&g.node(n).outputs[slot]) {
+                if let Some(ty) = ty {
+                    typed += 1;
+                    g.value_mut(Port::new(n, slot)).ty = Some(ty);
+                }
             }
         }
     }

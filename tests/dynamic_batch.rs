@@ -584,3 +584,51 @@ fn a_batch_1_graph_that_lost_its_per_image_layout_is_refused() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn unit_an_unsqueezed_unit_batch_axis_is_expanded_where_it_meets_the_batch() {
+    // Batch 1: learned queries [Q, C] get their batch axis from an Unsqueeze (the expand to B
+    // folded away at B=1) and are concatenated with the image's tokens [1, HW, C].
+    let (hw, q, c) = (5, 3, 4);
+    let m = M::new(17)
+        .input("x", &[1, c, hw])
+        .node(
+            "Transpose",
+            &["x"],
+            &["tokens"],
+            vec![ints_attr("perm", &[0, 2, 1])],
+        )
+        .rand("query", &[q, c], 3)
+        .i64("ax0", &[1], &[0])
+        .node("Unsqueeze", &["query", "ax0"], &["q1"], vec![])
+        .node(
+            "Concat",
+            &["tokens", "q1"],
+            &["cat"],
+            vec![int_attr("axis", 1)],
+        )
+        .node("Relu", &["cat"], &["y"], vec![])
+        .output("y");
+    let (g, lines) = generalize(&m);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Unsqueeze 'Unsqueeze_1'") && l.contains("expanded")),
+        "{lines:?}"
+    );
+    same_per_image(&m, &g, 3);
+}
+
+#[test]
+fn unit_a_matmul_with_a_vector_keeps_the_batch() {
+    // D-FINE's distribution integral: softmax over the bins, then `@ w` with w of rank 1.
+    let m = M::new(17)
+        .input("x", &[2, 3, 4])
+        .node("Softmax", &["x"], &["p"], vec![int_attr("axis", -1)])
+        .rand("w", &[4], 5)
+        .node("MatMul", &["p", "w"], &["y"], vec![])
+        .output("y");
+    let (g, lines) = generalize(&m);
+    assert!(lines[0].starts_with("batch 2 made symbolic"), "{lines:?}");
+    same_per_image(&m, &g, 3);
+}
