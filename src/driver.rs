@@ -134,7 +134,7 @@ pub fn compile_graph_with(
         };
         crate::shapes::set_batch(&mut g, traced);
         if declared.is_none() {
-            crate::shapes::forget_symbolic_types(&mut g);
+            crate::shapes::forget_declared_types(&mut g);
         }
         let input_shapes = crate::shapes::static_input_shapes(&g)?;
         reports.extend(pipeline.run(&mut g, on)?);

@@ -172,15 +172,18 @@ pub fn set_batch(g: &mut Graph, b: i64) {
     }
 }
 
-/// Forgets the declared types of operator outputs that are not static. Once the batch is set,
-/// an exporter's symbolic dimensions (`N`, `2*N`) are stale: they stand for what is now a
-/// number, and `infer-shapes` never replaces a declared type with one of the same rank, so a
-/// `[N, 20]` TopK output would hide its batch from the analysis. Returns how many it forgot.
-pub fn forget_symbolic_types(g: &mut Graph) -> usize {
+/// Forgets the declared types of operator outputs (value_info), for `infer-shapes` to derive
+/// again at the batch now set. An exporter's symbolic dimensions (`N`, `2*N`) are stale: they
+/// stand for what is now a number, and `infer-shapes` never replaces a declared type with one
+/// of the same rank, so a `[N, 20]` TopK output would hide its batch from the analysis; and
+/// static ones were written at the batch the export was traced at, which need not be the
+/// batch the probe found (a graph without baked shapes runs at batch 1 first). Returns how
+/// many it forgot.
+pub fn forget_declared_types(g: &mut Graph) -> usize {
     let mut forgot = 0;
     for n in g.topo_ops() {
         for v in g.node_mut(n).outputs.iter_mut() {
-            if v.ty.as_ref().is_some_and(|t| t.static_shape().is_none()) {
+            if v.ty.is_some() || v.info.is_some() {
                 v.ty = None;
                 v.info = None;
                 forgot += 1;
