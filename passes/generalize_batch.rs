@@ -1713,13 +1713,13 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
     let b = static_batch(g)?;
     type_more(g);
     let an = analyse(g, b)?;
-    // Each image's outputs must be a slice of an axis of their own. A batch merged into an
-    // output axis with another factor (`[1, Q*B, C]`, images interleaved) means the export
-    // lost the per-image layout, e.g. a Transpose of the unit batch axis turned into a
-    // Reshape at batch 1 (onnxslim does this), which no constant rewrite brings back.
+    // Each image's outputs must be one contiguous slice (`[B*h, ...]` with the batch as the
+    // major factor is). A batch behind another factor (`[1, Q*B, C]`, images interleaved)
+    // means the export lost the per-image layout, e.g. a Transpose of the unit batch axis
+    // turned into a Reshape at batch 1 (onnxslim does this), which no rewrite brings back.
     for o in &g.outputs {
         if let Some(ba) = an.batch.get(&o.src) {
-            if ba.outer != 1 || ba.m != 1 {
+            if ba.outer != 1 {
                 return Err(format!(
                     "{}: output '{}' would hold the batch merged into axis {} with a factor of \
                      {} (images interleaved, not one slice per image): the traced graph lost \
@@ -1727,7 +1727,7 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
                     name_of(g, o.src.node),
                     o.name,
                     ba.axis,
-                    ba.outer * ba.m
+                    ba.outer
                 ));
             }
         }
