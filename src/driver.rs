@@ -140,8 +140,8 @@ pub fn compile_graph_with(
         reports.extend(pipeline.run(&mut g, on)?);
         // Operators infer-shapes has no rule for (Einsum in RT-DETR's position embedding)
         // leave the Shape arithmetic behind them unfolded, which the batch analysis cannot
-        // follow: typing them lets another round fold it.
-        // One round per layer at most: each fold exposes the next layer's operator.
+        // follow: typing them lets another round fold it. Each round can expose the next
+        // layer's such operator, hence the loop (bounded: a graph has few of them in a row).
         for _ in 0..32 {
             if crate::passes::generalize_batch::type_more(&mut g) == 0 {
                 break;
