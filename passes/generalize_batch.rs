@@ -89,8 +89,22 @@ enum Fix {
     ConstantOfShape { node: NodeId, axis: usize, m: i64 },
     /// Slice whose end on the batch axis was the traced batch.
     SliceEnd { node: NodeId, k: usize },
+    /// A value without the batch that must carry it (an Unsqueeze of the unit batch axis at
+    /// batch 1): expanded to the batch after its producer.
+    ExpandOutput { port: Port, ba: BatchAxis },
     /// Resize with `sizes` holding the batch at `axis`.
     ResizeSizes { node: NodeId, axis: usize, m: i64 },
+    /// ScatterND whose constant indices address image `b` at batch coordinate `b` and are
+    /// otherwise the same for every image.
+    /// The batch is on `axis` of the data and `updates_axis` of the updates; the ranks are
+    /// read before any rewrite retypes the inputs.
+    ScatterNd {
+        node: NodeId,
+        rank: usize,
+        axis: usize,
+        updates_rank: usize,
+        updates_axis: usize,
+    },
 }
 
 struct Analysis {
@@ -251,7 +265,8 @@ fn product(v: &[i64]) -> i64 {
 /// Where a Reshape from `a` to `out` puts the batch of `ba` (an axis of `a`): the output axis
 /// whose row-major span holds the batch factor, as `outer * batch * m`. Candidates with the
 /// batch leading their axis win, then an axis of the same size (at batch 1 a unit axis is
-/// where the batch was), then the smallest factor.
+/// where the batch was), then one that does not merge it into a row's channels, then the
+/// smallest factor.
 fn reshape_follow(a: &[i64], out: &[i64], ba: BatchAxis, b: i64) -> Option<BatchAxis> {
     let before = product(&a[..ba.axis]).checked_mul(ba.outer)?;
     let mut cands = Vec::new();
@@ -274,9 +289,22 @@ fn reshape_follow(a: &[i64], out: &[i64], ba: BatchAxis, b: i64) -> Option<Batch
     // keeps everything after the batch intact, the attention head split does not.
     // Merged heads (`[L, B*h, d] -> [L*B, C]`) go back to the channels.
     let rows_kept = |c: &BatchAxis| c.m == 1 && (out[c.axis + 1..] == a[ba.axis + 1..] || ba.m > 1);
+    // The batch alone on an axis of the same size stays there.
+    let kept = |c: &BatchAxis| out[c.axis] == a[ba.axis] && c.outer == ba.outer && c.outer == 1;
+    // At batch 1 `[L, 1, h, d] -> [L, h*d]` fits the batch into the rows (`L*B`, the out-proj
+    // of attention) or into the last axis with everything after it; the channels of a row
+    // never hold images.
+    let into_features = |c: &BatchAxis| {
+        c.axis + 1 == out.len()
+            && ba.axis + 1 < a.len()
+            && c.outer == 1
+            && c.m == product(&a[ba.axis + 1..])
+    };
     cands.into_iter().min_by_key(|c| {
         (
             !rows_kept(c),
+            !kept(c),
+            into_features(c),
             c.outer != 1,
             out[c.axis] != a[ba.axis] || c.outer != ba.outer,
             c.m,
@@ -482,7 +510,8 @@ impl Analysis {
                 let (Some(xb), Some(out)) = (x0, out0) else {
                     return fail("the batch reaches a parameter input");
                 };
-                let x = shape(g, ins[0].expect("x")).ok_or("no static input shape")?;
+                let x = shape(g, ins[0].expect("x"))
+                    .ok_or_else(|| format!("{name}: no static input shape"))?;
                 if out[xb.axis] != x[xb.axis] {
                     return fail("it resizes the batch axis");
                 }
@@ -522,10 +551,13 @@ impl Analysis {
                         .iter()
                         .map(|&a| axis(a, r))
                         .collect::<Option<_>>()
-                        .ok_or("bad perm")?,
+                        .ok_or_else(|| format!("{name}: bad perm"))?,
                     None => (0..r).rev().collect(),
                 };
-                let pos = perm.iter().position(|&p| p == xb.axis).ok_or("bad perm")?;
+                let pos = perm
+                    .iter()
+                    .position(|&p| p == xb.axis)
+                    .ok_or_else(|| format!("{name}: bad perm"))?;
                 Ok(one(Some(BatchAxis {
                     axis: pos,
                     m: xb.m,
@@ -556,8 +588,9 @@ impl Analysis {
                 let Some(xb) = x0 else {
                     return fail("the batch reaches a parameter input");
                 };
-                let a = shape(g, ins[0].expect("x")).ok_or("no static input shape")?;
-                let out = out0.ok_or("no static output shape")?;
+                let a = shape(g, ins[0].expect("x"))
+                    .ok_or_else(|| format!("{name}: no static input shape"))?;
+                let out = out0.ok_or_else(|| format!("{name}: no static output shape"))?;
                 let ax = axis(attrs::int_or(at, "axis", 1), a.len() + 1).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                 let (lo, j) = if xb.axis < ax { (0, 0) } else { (ax, 1) };
                 if product(&a[lo..xb.axis]) != 1 {
@@ -573,8 +606,9 @@ impl Analysis {
                 let Some(xb) = x0 else {
                     return fail("the batch reaches a parameter input");
                 };
-                let a = shape(g, ins[0].expect("x")).ok_or("no static input shape")?;
-                let out = out0.ok_or("no static output shape")?;
+                let a = shape(g, ins[0].expect("x"))
+                    .ok_or_else(|| format!("{name}: no static input shape"))?;
+                let out = out0.ok_or_else(|| format!("{name}: no static output shape"))?;
                 let axes = if g.opset() >= 13 {
                     ints_input(g, n, 1)
                 } else {
@@ -596,12 +630,14 @@ impl Analysis {
                     })))
                 } else {
                     let add: Vec<usize> = axes
-                        .ok_or("axes are not constant")?
+                        .ok_or_else(|| format!("{name}: axes are not constant"))?
                         .iter()
                         .filter_map(|&v| axis(v, out.len()))
                         .collect();
                     let kept: Vec<usize> = (0..out.len()).filter(|i| !add.contains(i)).collect();
-                    let pos = *kept.get(xb.axis).ok_or("bad axes")?;
+                    let pos = *kept
+                        .get(xb.axis)
+                        .ok_or_else(|| format!("{name}: bad axes"))?;
                     Ok(one(Some(BatchAxis {
                         axis: pos,
                         m: xb.m,
@@ -643,7 +679,8 @@ impl Analysis {
                 let Some(xb) = x0 else {
                     return fail("the batch reaches the slice bounds");
                 };
-                let a = shape(g, ins[0].expect("x")).ok_or("no static input shape")?;
+                let a = shape(g, ins[0].expect("x"))
+                    .ok_or_else(|| format!("{name}: no static input shape"))?;
                 let (starts, ends, axes, steps) = if g.opset() >= 10 {
                     (
                         ints_input(g, n, 1),
@@ -696,13 +733,14 @@ impl Analysis {
                 Ok(one(Some(xb)))
             }
             "Gather" => {
-                let data = shape(g, ins[0].expect("data")).ok_or("no static input shape")?;
+                let data = shape(g, ins[0].expect("data"))
+                    .ok_or_else(|| format!("{name}: no static input shape"))?;
                 let idx = ins
                     .get(1)
                     .copied()
                     .flatten()
                     .and_then(|p| shape(g, p))
-                    .ok_or("no static index shape")?;
+                    .ok_or_else(|| format!("{name}: no static index shape"))?;
                 let ga = axis(attrs::int_or(at, "axis", 0), data.len()).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
                 match (x0, in_b.get(1).copied().flatten()) {
                     (Some(xb), None) if xb.axis != ga => Ok(one(Some(BatchAxis {
@@ -785,11 +823,25 @@ impl Analysis {
                     return fail("no static shapes");
                 };
                 let (ra, rb, ro) = (sa.len(), sb.len(), out.len());
+                let bb = in_b.get(1).copied().flatten();
+                // A vector operand (D-FINE's distribution integral `softmax(x) @ w`, w of
+                // rank 1) is contracted whole; the other side keeps its other axes.
+                match (x0, bb) {
+                    (Some(x), None) if rb == 1 && ra >= 1 && x.axis + 1 < ra => {
+                        return Ok(one(Some(x)));
+                    }
+                    (None, Some(x)) if ra == 1 && rb >= 2 && x.axis + 2 != rb => {
+                        return Ok(one(Some(BatchAxis {
+                            axis: x.axis.min(rb - 2),
+                            ..x
+                        })));
+                    }
+                    _ => {}
+                }
                 if ra < 2 || rb < 2 {
                     return fail("a vector operand carries the batch");
                 }
                 let ab = x0;
-                let bb = in_b.get(1).copied().flatten();
                 let mut res: Option<BatchAxis> = None;
                 let mut lead = false;
                 if let Some(x) = ab {
@@ -867,8 +919,9 @@ impl Analysis {
                 _ => fail("the batch reaches the weights"),
             },
             "Expand" => {
-                let x = shape(g, ins[0].expect("x")).ok_or("no static input shape")?;
-                let out = out0.ok_or("no static output shape")?;
+                let x = shape(g, ins[0].expect("x"))
+                    .ok_or_else(|| format!("{name}: no static input shape"))?;
+                let out = out0.ok_or_else(|| format!("{name}: no static output shape"))?;
                 let spec = ints_input(g, n, 1)
                     .ok_or_else(|| format!("{name}: its shape is computed at run time"))?;
                 let off = out.len() - spec.len();
@@ -926,6 +979,70 @@ impl Analysis {
                     (None, None) => Ok(vec![None; nouts]),
                 }
             }
+            "ScatterND" => {
+                let (Some(is), Some(_)) = (
+                    ins.get(1).copied().flatten().and_then(|p| shape(g, p)),
+                    ins.get(2).copied().flatten().and_then(|p| shape(g, p)),
+                ) else {
+                    return fail("no static shapes");
+                };
+                let (ib, ub) = (
+                    in_b.get(1).copied().flatten(),
+                    in_b.get(2).copied().flatten(),
+                );
+                let Some(xb) = x0 else {
+                    return fail("the batch reaches the indices or updates but not the data");
+                };
+                if ib.is_some() {
+                    return fail("the batch reaches the indices at run time");
+                }
+                let k = *is
+                    .last()
+                    .ok_or_else(|| format!("{name}: indices of rank 0"))?
+                    as usize;
+                if xb.axis >= k {
+                    // The indices address leading axes before the batch: the updates carry it
+                    // behind the index dimensions.
+                    let want = BatchAxis {
+                        axis: is.len() - 1 + xb.axis - k,
+                        ..xb
+                    };
+                    if ub != Some(want) {
+                        return fail("its updates do not carry the batch where the data does");
+                    }
+                    return Ok(one(Some(xb)));
+                }
+                // The indices address the batch axis: only a scatter within each image is
+                // generalised, whose index tuples carry the image's own position.
+                let Some(ub) = ub else {
+                    return fail("it scatters into the batch from updates without it");
+                };
+                let plain = |x: BatchAxis| x.m == 1 && x.outer == 1;
+                if !plain(xb) || !plain(ub) || ub.axis + 1 >= is.len() || k < 2 {
+                    return fail("it scatters over the batch");
+                }
+                let idx = ins[1]
+                    .and_then(|p| g.const_tensor(p))
+                    .and_then(|t| Tensor::from_proto(t).ok());
+                let Some(Tensor::I64(idx)) = idx else {
+                    return fail("its indices are computed at run time from the batch");
+                };
+                if one_image_indices(&idx, ub.axis, xb.axis).is_none() {
+                    return fail(
+                        "its indices do not address each image at its own batch position \
+                         (a scatter across images)",
+                    );
+                }
+                let rank = ins[0].and_then(|p| shape(g, p)).map_or(0, |s| s.len());
+                self.fixes.push(Fix::ScatterNd {
+                    node: n,
+                    rank,
+                    axis: xb.axis,
+                    updates_rank: is.len() - 1 + rank - k,
+                    updates_axis: ub.axis,
+                });
+                Ok(one(Some(xb)))
+            }
             _ => fail("no rule to follow the batch through this operator"),
         }
     }
@@ -940,6 +1057,7 @@ impl Analysis {
         seen: &mut HashSet<(Port, usize)>,
         sources: &mut Vec<(Port, BatchAxis)>,
     ) -> Result<(), String> {
+        let here = g.node(p.node).display_name();
         if !seen.insert((p, ba.axis)) {
             return Ok(());
         }
@@ -955,7 +1073,7 @@ impl Analysis {
             ));
         }
         let n = p.node;
-        let s = shape(g, p).ok_or("no static shape")?;
+        let s = shape(g, p).ok_or_else(|| format!("{here}: no static shape"))?;
         let b = self.b;
         if s.get(ba.axis) != Some(&ba.size(b)) {
             return Err(format!(
@@ -989,11 +1107,11 @@ impl Analysis {
                 vec![]
             }
             "Expand" | "Tile" => {
-                let x = ins[0].ok_or("no input")?;
-                let xs = shape(g, x).ok_or("no static shape")?;
+                let x = ins[0].ok_or_else(|| format!("{here}: no input"))?;
+                let xs = shape(g, x).ok_or_else(|| format!("{here}: no static shape"))?;
                 let k = (ba.axis + xs.len())
                     .checked_sub(s.len())
-                    .ok_or("bad rank")?;
+                    .ok_or_else(|| format!("{here}: bad rank"))?;
                 if xs[k] == 1 {
                     sources.push((p, ba));
                     vec![]
@@ -1038,10 +1156,17 @@ impl Analysis {
                     Some(v) => v.iter().filter_map(|&a| axis(a, r)).collect(),
                     None => (0..r).rev().collect(),
                 };
-                vec![(ins[0], *perm.get(ba.axis).ok_or("bad perm")?)]
+                vec![(
+                    ins[0],
+                    *perm
+                        .get(ba.axis)
+                        .ok_or_else(|| format!("{here}: bad perm"))?,
+                )]
             }
             "Reshape" => {
-                let a = ins[0].and_then(|q| shape(g, q)).ok_or("no static shape")?;
+                let a = ins[0]
+                    .and_then(|q| shape(g, q))
+                    .ok_or_else(|| format!("{here}: no static shape"))?;
                 let Some(x) = ins[0] else { return Ok(()) };
                 let Some(inb) = reshape_follow(&s, &a, ba, b) else {
                     return stop("the batch would be split over several input axes");
@@ -1049,7 +1174,9 @@ impl Analysis {
                 return self.backward(g, x, inb, why, seen, sources);
             }
             "Squeeze" | "Unsqueeze" => {
-                let a = ins[0].and_then(|q| shape(g, q)).ok_or("no static shape")?;
+                let a = ins[0]
+                    .and_then(|q| shape(g, q))
+                    .ok_or_else(|| format!("{here}: no static shape"))?;
                 let axes = if g.opset() >= 13 {
                     ints_input(g, n, 1)
                 } else {
@@ -1062,6 +1189,14 @@ impl Analysis {
                         .filter_map(|&v| axis(v, s.len()))
                         .collect();
                     if add.contains(&ba.axis) {
+                        // A batch-1 export inserts the batch axis of a value that is the same
+                        // for every image (learned queries, their reference points) and lets
+                        // it broadcast, or expands it to B, which folds away at B=1. Each
+                        // image gets a copy: the value is expanded to the batch here.
+                        if ba.size(b) == 1 {
+                            sources.push((p, ba));
+                            return Ok(());
+                        }
                         return stop("that axis is inserted by it");
                     }
                     let before = add.iter().filter(|&&d| d < ba.axis).count();
@@ -1072,25 +1207,88 @@ impl Analysis {
                         None => (0..a.len()).filter(|&i| a[i] == 1).collect(),
                     };
                     let kept: Vec<usize> = (0..a.len()).filter(|i| !drop.contains(i)).collect();
-                    vec![(ins[0], *kept.get(ba.axis).ok_or("bad axes")?)]
+                    vec![(
+                        ins[0],
+                        *kept
+                            .get(ba.axis)
+                            .ok_or_else(|| format!("{here}: bad axes"))?,
+                    )]
                 }
             }
             "Concat" => {
-                let c = axis(attrs::int(&op.attrs, "axis").unwrap_or(0), s.len()).ok_or("axis")?;
+                let c = axis(attrs::int(&op.attrs, "axis").unwrap_or(0), s.len())
+                    .ok_or_else(|| format!("{here}: axis"))?;
                 if c == ba.axis {
                     return stop("it concatenates along that axis");
                 }
                 ins.iter().map(|q| (*q, ba.axis)).collect()
             }
             "Split" => vec![(ins[0], ba.axis)],
+            // LayerNorm as opset 16 exports it (`ReduceMean` over the channels): the batch
+            // axis is one it does not reduce.
+            _ if t.starts_with("Reduce") => {
+                let a = ins[0]
+                    .and_then(|q| shape(g, q))
+                    .ok_or_else(|| format!("{here}: no static shape"))?;
+                let from_input = g.opset() >= 18 || (t == "ReduceSum" && g.opset() >= 13);
+                let axes = if from_input {
+                    ints_input(g, n, 1)
+                } else {
+                    attrs::ints(&op.attrs, "axes")
+                };
+                let axes: Vec<usize> = match axes {
+                    Some(v) if !v.is_empty() => {
+                        v.iter().filter_map(|&v| axis(v, a.len())).collect()
+                    }
+                    _ => return stop("it reduces every axis"),
+                };
+                let keep = attrs::int_or(&op.attrs, "keepdims", 1) != 0;
+                let ia = if keep {
+                    ba.axis
+                } else {
+                    let kept: Vec<usize> = (0..a.len()).filter(|i| !axes.contains(i)).collect();
+                    *kept
+                        .get(ba.axis)
+                        .ok_or_else(|| format!("{here}: bad axes"))?
+                };
+                if axes.contains(&ia) {
+                    return stop("it reduces that axis");
+                }
+                vec![(ins[0], ia)]
+            }
+            // Deformable attention picks a level from the sampling locations (`[..., L, ...]`
+            // at a constant index): the batch axis is one of the data's other axes.
+            "Gather" => {
+                let a = ins[0]
+                    .and_then(|q| shape(g, q))
+                    .ok_or_else(|| format!("{here}: no static shape"))?;
+                let ga = axis(attrs::int_or(&op.attrs, "axis", 0), a.len())
+                    .ok_or_else(|| format!("{here}: axis out of range"))?;
+                let ri = ins
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .and_then(|q| shape(g, q))
+                    .ok_or_else(|| format!("{here}: no static index shape"))?
+                    .len();
+                if ba.axis < ga {
+                    vec![(ins[0], ba.axis)]
+                } else if ba.axis >= ga + ri {
+                    vec![(ins[0], ba.axis + 1 - ri)]
+                } else {
+                    return stop("that axis comes from its indices");
+                }
+            }
             "MatMul" => {
-                let sa = ins[0].and_then(|q| shape(g, q)).ok_or("no static shape")?;
+                let sa = ins[0]
+                    .and_then(|q| shape(g, q))
+                    .ok_or_else(|| format!("{here}: no static shape"))?;
                 let sb = ins
                     .get(1)
                     .copied()
                     .flatten()
                     .and_then(|q| shape(g, q))
-                    .ok_or("no static shape")?;
+                    .ok_or_else(|| format!("{here}: no static shape"))?;
                 let ro = s.len();
                 if ba.axis + 2 == ro {
                     vec![(ins[0], sa.len() - 2)]
@@ -1166,6 +1364,16 @@ fn analyse(g: &Graph, b: i64) -> Result<Analysis, String> {
         for n in g.topo_ops() {
             let outs = an.forward(g, n)?;
             for (s, o) in outs.into_iter().enumerate() {
+                let p = Port::new(n, s);
+                if o.is_none() {
+                    // A source the backward step found in an operator that does not create
+                    // the batch itself: its value is the same for every image.
+                    if let Some(&ba) = an.batch.get(&p) {
+                        if g.node(n).is("Unsqueeze") {
+                            an.fixes.push(Fix::ExpandOutput { port: p, ba });
+                        }
+                    }
+                }
                 if let Some(o) = o {
                     let p = Port::new(n, s);
                     if shape(g, p).and_then(|v| v.get(o.axis).copied()) != Some(o.size(b)) {
@@ -1304,6 +1512,32 @@ fn broadcast_users(g: &Graph, an: &Analysis, p: Port, ba: BatchAxis) -> bool {
     })
 }
 
+/// Constant ScatterND indices whose image `i` (position `i` on the index axis `ia`) holds
+/// tuples with `i` at component `a` and image 0's tuples elsewhere: the per-image write
+/// pattern of an in-place update such as `tmp[..., :2] += ref`, traced as one scatter over
+/// all images. Returns image 0's tuples without component `a`.
+fn one_image_indices(idx: &ndarray::ArrayD<i64>, ia: usize, a: usize) -> Option<Tensor> {
+    use ndarray::Axis;
+    let r = idx.ndim();
+    if r < 2 || ia + 1 >= r || a >= idx.shape()[r - 1] {
+        return None;
+    }
+    let keep: Vec<usize> = (0..idx.shape()[r - 1]).filter(|&c| c != a).collect();
+    let rest = |v: ndarray::ArrayViewD<i64>| v.select(Axis(v.ndim() - 1), &keep);
+    let first = rest(idx.index_axis(Axis(ia), 0));
+    for i in 0..idx.shape()[ia] {
+        let img = idx.index_axis(Axis(ia), i);
+        let own = img
+            .index_axis(Axis(img.ndim() - 1), a)
+            .iter()
+            .all(|&v| v == i as i64);
+        if !own || rest(img) != first {
+            return None;
+        }
+    }
+    Some(Tensor::I64(first))
+}
+
 /// The images of `t` along `axis` (`m` rows each) are all equal: returns the first.
 fn one_image(t: &Tensor, axis: usize, m: usize) -> Option<Tensor> {
     use ndarray::{Axis, Slice};
@@ -1319,12 +1553,24 @@ fn one_image(t: &Tensor, axis: usize, m: usize) -> Option<Tensor> {
 }
 
 /// Static output shapes for operators `infer-shapes` has no rule for, which the batch
-/// analysis needs to see through (detection heads and deformable attention).
-fn type_more(g: &mut Graph) {
+/// analysis needs to see through (detection heads and deformable attention). Returns how many
+/// outputs it typed that had no type.
+///
+/// The driver also runs it between rounds of the static compile at the traced batch: a shape
+/// known here lets the `Shape` arithmetic behind such an operator fold, which the batch
+/// analysis could not follow otherwise. The default pipeline does not use it, so static
+/// compiles are unchanged.
+pub fn type_more(g: &mut Graph) -> usize {
+    // A declared type without a static shape (a graph output's `f32[?]`) counts as none.
+    let known = |v: &crate::ir::Value| v.ty.as_ref().is_some_and(|t| t.static_shape().is_some());
+    let mut typed = 0;
     for n in g.topo_ops() {
+        let before = g.node(n).outputs.iter().filter(|v| known(v)).count();
         super::infer_shapes::infer_node(g, n);
         let node = g.node(n);
-        if node.outputs.iter().all(|v| v.ty.is_some()) {
+        let after = node.outputs.iter().filter(|v| known(v)).count();
+        typed += after.saturating_sub(before);
+        if node.outputs.iter().all(known) {
             continue;
         }
         let Some(op) = node.op() else { continue };
@@ -1340,6 +1586,23 @@ fn type_more(g: &mut Graph) {
                         &[xs[0], xs[1], gs[1], gs[2]],
                     ))]
                 }
+                _ => continue,
+            },
+            // With a vector operand, which infer-shapes leaves untyped.
+            "MatMul" => match (ty(0), st(0), st(1)) {
+                (Some(x), Some(a), Some(b)) if b.len() == 1 && a.len() >= 2 => {
+                    vec![Some(TensorType::new(x.dtype, &a[..a.len() - 1]))]
+                }
+                (Some(x), Some(a), Some(b)) if a.len() == 1 && b.len() >= 2 => {
+                    let mut o = b[..b.len() - 2].to_vec();
+                    o.push(b[b.len() - 1]);
+                    vec![Some(TensorType::new(x.dtype, &o))]
+                }
+                _ => continue,
+            },
+            // The data's shape and type, whatever is scattered into it.
+            "ScatterND" | "ScatterElements" => match (ty(0), st(0)) {
+                (Some(x), Some(xs)) => vec![Some(TensorType::new(x.dtype, &xs))],
                 _ => continue,
             },
             "GatherElements" => match (ty(0), st(1)) {
@@ -1362,6 +1625,19 @@ fn type_more(g: &mut Graph) {
                     Some(TensorType::new(crate::ir::DType::I64, &xs)),
                 ]
             }
+            // transformers RT-DETR / D-FINE build the sine position embedding with an outer
+            // product `einsum("i,j->ij")`; without its shape the encoder's `Add` of that
+            // embedding cannot be followed.
+            "Einsum" => {
+                let Some(eq) = attrs::string(&op.attrs, "equation") else {
+                    continue;
+                };
+                let shapes: Option<Vec<Vec<i64>>> = (0..ins.len()).map(st).collect();
+                match (ty(0), shapes.and_then(|s| einsum_shape(&eq, &s))) {
+                    (Some(x), Some(s)) => vec![Some(TensorType::new(x.dtype, &s))],
+                    _ => continue,
+                }
+            }
             _ if UNARY.contains(&t) => match (ty(0), st(0)) {
                 (Some(x), Some(xs))
                     if !["Cast", "CastLike", "Not", "IsNaN", "IsInf"].contains(&t) =>
@@ -1373,11 +1649,63 @@ fn type_more(g: &mut Graph) {
             _ => continue,
         };
         for (slot, ty) in outs.into_iter().enumerate() {
-            if slot < g.node(n).outputs.len() && g.node(n).outputs[slot].ty.is_none() {
-                g.value_mut(Port::new(n, slot)).ty = ty;
+            if slot < g.node(n).outputs.len() && !known(&g.node(n).outputs[slot]) {
+                if let Some(ty) = ty {
+                    typed += 1;
+                    g.value_mut(Port::new(n, slot)).ty = Some(ty);
+                }
             }
         }
     }
+    typed
+}
+
+/// The output shape of an Einsum `equation` over inputs of `shapes`. Ellipses are not
+/// handled (`None`): no export in the family uses them where the batch analysis looks.
+fn einsum_shape(equation: &str, shapes: &[Vec<i64>]) -> Option<Vec<i64>> {
+    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
+    if eq.contains('.') {
+        return None;
+    }
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l.to_string(), Some(r.to_string())),
+        None => (eq.clone(), None),
+    };
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() != shapes.len() {
+        return None;
+    }
+    let mut size: HashMap<char, i64> = HashMap::new();
+    let mut count: HashMap<char, usize> = HashMap::new();
+    for (term, s) in terms.iter().zip(shapes) {
+        if term.chars().count() != s.len() {
+            return None;
+        }
+        for (c, &d) in term.chars().zip(s) {
+            *count.entry(c).or_default() += 1;
+            match size.get(&c) {
+                Some(&e) if e != d && e != 1 && d != 1 => return None,
+                Some(&e) if e != 1 => {}
+                _ => {
+                    size.insert(c, d);
+                }
+            }
+        }
+    }
+    // Implicit mode: the labels seen once, in alphabetical order.
+    let out: Vec<char> = match rhs {
+        Some(r) => r.chars().collect(),
+        None => {
+            let mut v: Vec<char> = count
+                .iter()
+                .filter(|(_, &k)| k == 1)
+                .map(|(&c, _)| c)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    out.iter().map(|c| size.get(c).copied()).collect()
 }
 
 /// The whole rewrite. Returns one line per change, saying why.
@@ -1385,6 +1713,25 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
     let b = static_batch(g)?;
     type_more(g);
     let an = analyse(g, b)?;
+    // Each image's outputs must be one contiguous slice (`[B*h, ...]` with the batch as the
+    // major factor is). A batch behind another factor (`[1, Q*B, C]`, images interleaved)
+    // means the export lost the per-image layout, e.g. a Transpose of the unit batch axis
+    // turned into a Reshape at batch 1 (onnxslim does this), which no rewrite brings back.
+    for o in &g.outputs {
+        if let Some(ba) = an.batch.get(&o.src) {
+            if ba.outer != 1 {
+                return Err(format!(
+                    "{}: output '{}' would hold the batch merged into axis {} with a factor of \
+                     {} (images interleaved, not one slice per image): the traced graph lost \
+                     its per-image layout at batch {b}",
+                    name_of(g, o.src.node),
+                    o.name,
+                    ba.axis,
+                    ba.outer
+                ));
+            }
+        }
+    }
     let first_input = *batch_inputs(g).first().ok_or("no batch input")?;
     let input_name = g.node(first_input).outputs[0].name.clone();
     let mut ns = NSource {
@@ -1397,9 +1744,12 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
         match fix {
             Fix::Reshape { node, from, to } => {
                 let (i, j) = (from.axis, to.axis);
-                let x = g.input(node, 0).ok_or("no input")?;
-                let a = shape(g, x).ok_or("no shape")?;
-                let out = shape(g, Port::new(node, 0)).ok_or("no shape")?;
+                let x = g
+                    .input(node, 0)
+                    .ok_or_else(|| format!("{}: no input", name_of(g, node)))?;
+                let a = shape(g, x).ok_or_else(|| format!("{}: no shape", name_of(g, node)))?;
+                let out = shape(g, Port::new(node, 0))
+                    .ok_or_else(|| format!("{}: no shape", name_of(g, node)))?;
                 let Some(old) = ints_input(g, node, 1) else {
                     return Err(format!(
                         "{}: its target is computed at run time from the batch",
@@ -1439,7 +1789,8 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
                 set_const_input(g, node, 1, new, "reshape_target");
             }
             Fix::Expand { node, k, m } => {
-                let old = ints_input(g, node, 1).ok_or("no shape")?;
+                let old = ints_input(g, node, 1)
+                    .ok_or_else(|| format!("{}: no shape", name_of(g, node)))?;
                 let mut new = old.clone();
                 match m {
                     None => {
@@ -1466,7 +1817,8 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
                 }
             }
             Fix::Tile { node, axis, m } => {
-                let old = ints_input(g, node, 1).ok_or("no repeats")?;
+                let old = ints_input(g, node, 1)
+                    .ok_or_else(|| format!("{}: no repeats", name_of(g, node)))?;
                 let v = ns.shape_with(g, &old, axis, m);
                 lines.push(format!(
                     "{}: batch {b} in repeats {old:?} at {axis} -> Shape('{input_name}')[0]",
@@ -1475,7 +1827,8 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
                 g.set_input(node, 1, Some(v));
             }
             Fix::ConstantOfShape { node, axis, m } => {
-                let old = ints_input(g, node, 0).ok_or("no shape")?;
+                let old = ints_input(g, node, 0)
+                    .ok_or_else(|| format!("{}: no shape", name_of(g, node)))?;
                 let v = ns.shape_with(g, &old, axis, m);
                 lines.push(format!(
                     "{}: batch {b} in shape {old:?} at {axis} -> Shape('{input_name}')[0]",
@@ -1484,7 +1837,8 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
                 g.set_input(node, 0, Some(v));
             }
             Fix::SliceEnd { node, k } => {
-                let mut ends = ints_input(g, node, 2).ok_or("ends are not constant")?;
+                let mut ends = ints_input(g, node, 2)
+                    .ok_or_else(|| format!("{}: ends are not constant", name_of(g, node)))?;
                 let old = ends[k];
                 ends[k] = i64::MAX;
                 lines.push(format!(
@@ -1493,8 +1847,120 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
                 ));
                 set_const_input(g, node, 2, ends, "slice_ends");
             }
+            Fix::ScatterNd {
+                node,
+                rank: r,
+                axis: a,
+                updates_rank: ru,
+                updates_axis: ua,
+            } => {
+                let name = name_of(g, node);
+                let (Some(data), Some(ip), Some(upd)) =
+                    (g.input(node, 0), g.input(node, 1), g.input(node, 2))
+                else {
+                    return Err(format!("{name}: an input is missing"));
+                };
+                let idx = g.const_tensor(ip).and_then(|t| Tensor::from_proto(t).ok());
+                let Some(Tensor::I64(idx)) = idx else {
+                    return Err(format!("{name}: its indices are not a constant"));
+                };
+                let is = idx.shape().to_vec();
+                let rest = one_image_indices(&idx, ua, a)
+                    .ok_or_else(|| format!("{name}: its indices changed"))?;
+                let rest_shape = rest.shape();
+                // The batch moved behind the axes the indices address: each image's scatter
+                // is then the same, and the indices lose their batch coordinate.
+                let to_last = |n: usize, x: usize| -> Vec<i64> {
+                    (0..n as i64)
+                        .filter(|&d| d != x as i64)
+                        .chain([x as i64])
+                        .collect()
+                };
+                let back: Vec<i64> = {
+                    let mut v: Vec<i64> = (0..r as i64 - 1).collect();
+                    v.insert(a, r as i64 - 1);
+                    v
+                };
+                let hint = g
+                    .node(node)
+                    .op()
+                    .map(|o| o.name.clone())
+                    .unwrap_or_default();
+                let td = g.add_op(
+                    "Transpose",
+                    &format!("{hint}_batch_last"),
+                    &[Some(data)],
+                    vec![attrs::make_ints("perm", to_last(r, a))],
+                    1,
+                );
+                let tu = g.add_op(
+                    "Transpose",
+                    &format!("{hint}_updates_batch_last"),
+                    &[Some(upd)],
+                    vec![attrs::make_ints("perm", to_last(ru, ua))],
+                    1,
+                );
+                let ic = g.add_const(&format!("{hint}_indices_one_image"), rest.to_proto(""));
+                let sc_attrs = g.node(node).op().expect("op").attrs.clone();
+                let sc = g.add_op(
+                    "ScatterND",
+                    &format!("{hint}_per_image"),
+                    &[
+                        Some(Port::new(td, 0)),
+                        Some(Port::new(ic, 0)),
+                        Some(Port::new(tu, 0)),
+                    ],
+                    sc_attrs,
+                    1,
+                );
+                let tb = g.add_op(
+                    "Transpose",
+                    &format!("{hint}_batch_back"),
+                    &[Some(Port::new(sc, 0))],
+                    vec![attrs::make_ints("perm", back)],
+                    1,
+                );
+                lines.push(format!(
+                    "{name}: indices {is:?} address image i at batch coordinate i (component \
+                     {a}) and are the same for every image -> batch moved last on data and \
+                     updates, indices of one image {rest_shape:?} (a scatter within each image)"
+                ));
+                g.replace_all_uses(Port::new(node, 0), Port::new(tb, 0));
+            }
+            Fix::ExpandOutput { port, ba } => {
+                let node = port.node;
+                let dims = shape(g, port)
+                    .ok_or_else(|| format!("{}: no static shape", name_of(g, node)))?;
+                let readers = g.consumers(port);
+                let outputs: Vec<usize> = (0..g.outputs.len())
+                    .filter(|&i| g.outputs[i].src == port)
+                    .collect();
+                let ones = vec![1; dims.len()];
+                let v = ns.shape_with(g, &ones, ba.axis, ba.m * ba.outer);
+                let hint = g.value(port).name.clone();
+                let e = g.add_op(
+                    "Expand",
+                    &format!("{hint}_per_image"),
+                    &[Some(port), Some(v)],
+                    vec![],
+                    1,
+                );
+                for (c, slot) in readers {
+                    g.set_input(c, slot, Some(Port::new(e, 0)));
+                }
+                for i in outputs {
+                    g.outputs[i].src = Port::new(e, 0);
+                }
+                lines.push(format!(
+                    "{}: output '{hint}' {dims:?} inserts the unit batch axis {} of a value the \
+                     same for every image -> expanded to Shape('{input_name}')[0]",
+                    name_of(g, node),
+                    ba.axis
+                ));
+            }
             Fix::ResizeSizes { node, axis, m } => {
-                let old = ints_input(g, node, 3).ok_or("sizes are not constant")?;
+                let old = ints_input(g, node, 3)
+                    .ok_or_else(|| format!("{}: sizes are not constant", name_of(g, node)))?;
                 let v = ns.shape_with(g, &old, axis, m);
                 lines.push(format!(
                     "{}: batch {b} in sizes {old:?} -> Shape('{input_name}')[0]",

@@ -133,8 +133,26 @@ pub fn compile_graph_with(
             None => crate::shapes::find_traced_batch(&g)?,
         };
         crate::shapes::set_batch(&mut g, traced);
+        if declared.is_none() {
+            crate::shapes::forget_declared_types(&mut g);
+        }
         let input_shapes = crate::shapes::static_input_shapes(&g)?;
         reports.extend(pipeline.run(&mut g, on)?);
+        // Operators infer-shapes has no rule for (Einsum in RT-DETR's position embedding)
+        // leave the Shape arithmetic behind them unfolded, which the batch analysis cannot
+        // follow: typing them lets another round fold it. Each round can expose the next
+        // layer's such operator, hence the loop (bounded: a graph has few of them in a row).
+        for _ in 0..32 {
+            if crate::passes::generalize_batch::type_more(&mut g) == 0 {
+                break;
+            }
+            let mut more = pipeline.run(&mut g, on)?;
+            let base = reports.len();
+            for r in &mut more {
+                r.step += base;
+            }
+            reports.extend(more);
+        }
         let result = match shapes.batch {
             Batch::Static(n) => Some(n),
             _ => None,

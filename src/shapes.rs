@@ -172,6 +172,27 @@ pub fn set_batch(g: &mut Graph, b: i64) {
     }
 }
 
+/// Forgets the declared types of operator outputs (value_info), for `infer-shapes` to derive
+/// again at the batch now set. An exporter's symbolic dimensions (`N`, `2*N`) are stale: they
+/// stand for what is now a number, and `infer-shapes` never replaces a declared type with one
+/// of the same rank, so a `[N, 20]` TopK output would hide its batch from the analysis; and
+/// static ones were written at the batch the export was traced at, which need not be the
+/// batch the probe found (a graph without baked shapes runs at batch 1 first). Returns how
+/// many it forgot.
+pub fn forget_declared_types(g: &mut Graph) -> usize {
+    let mut forgot = 0;
+    for n in g.topo_ops() {
+        for v in g.node_mut(n).outputs.iter_mut() {
+            if v.ty.is_some() || v.info.is_some() {
+                v.ty = None;
+                v.info = None;
+                forgot += 1;
+            }
+        }
+    }
+    forgot
+}
+
 /// Static shapes of all inputs (after `--input-shape` and the batch are set).
 pub fn static_input_shapes(g: &Graph) -> Result<Vec<(String, Vec<usize>)>> {
     g.graph_inputs()
@@ -201,6 +222,10 @@ const TRACE_CANDIDATES: &[i64] = &[1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64];
 
 /// The batch a dynamic-batch export was traced at: the first size at which the reference
 /// runtime accepts its shapes (an unrolled per-image loop or a baked Reshape fits one batch).
+///
+/// Only the inputs' shapes are given: exporters write value_info and output shapes at the
+/// trace batch (`[64, 32, 160, 160]`) or with their own symbols (`N`, `2*N`), and the probe
+/// must test what the operators accept, not what the declarations claim.
 pub fn find_traced_batch(g: &Graph) -> Result<i64> {
     static_input_shapes(&{
         let mut h = g.clone();
@@ -211,12 +236,14 @@ pub fn find_traced_batch(g: &Graph) -> Result<i64> {
     for &b in TRACE_CANDIDATES {
         let mut h = g.clone();
         set_batch(&mut h, b);
+        let shapes = static_input_shapes(&h)?;
         let mut bytes = Vec::new();
         crate::emit::write_model(&h.export(), &mut bytes).map_err(|cause| Error::Write {
             path: "<memory>".into(),
             cause,
         })?;
-        match crate::reference::Reference::from_bytes(&bytes).and_then(|r| {
+        // Given shapes make the reference drop value_info and output shapes.
+        match crate::reference::Reference::from_bytes_with(&bytes, &shapes).and_then(|r| {
             let x = r.random_inputs(0);
             r.run(&x).map(|_| ())
         }) {
@@ -224,8 +251,12 @@ pub fn find_traced_batch(g: &Graph) -> Result<i64> {
             Err(e) => last = format!("{e}"),
         }
     }
+    let first = crate::passes::generalize_batch::batch_inputs(g)
+        .first()
+        .map(|&n| g.node(n).outputs[0].name.clone())
+        .unwrap_or_else(|| "*".into());
     Err(usage(
-        "*",
+        &first,
         format!(
             "the model runs at none of the batch sizes {TRACE_CANDIDATES:?} (last error: \
              {last}); give the traced shape with --input-shape"

@@ -32,6 +32,9 @@ fn batch_fixtures() -> Vec<PathBuf> {
     v.sort();
     // A static batch-2 export (batch baked into every shape, no dynamic axis).
     v.push(fixture("detr_tiny_op12_b2.onnx"));
+    // Static batch-1 exports, as exported and as onnx-simplifier leaves them.
+    v.push(fixture("detr_tiny_op17_b1.onnx"));
+    v.push(fixture("detr_tiny_op17_b1.onnxsim.onnx"));
     v
 }
 
@@ -52,11 +55,43 @@ fn batch_splits(g: &detrc::ir::Graph) -> usize {
 
 /// Family fixtures (fixtures/family) whose batch `--batch dynamic` generalises today.
 const GENERALISED_FAMILY: &[&str] = &[
+    "conditional_detr_op16_b1.onnx",
+    "conditional_detr_op17_b1.onnx",
+    "conditional_detr_op17_dyn.onnx",
+    "conditional_detr_op18_dynamo_b1.onnx",
+    "dab_detr_op16_b1.onnx",
+    "dab_detr_op17_b1.onnx",
+    "dab_detr_op17_dyn.onnx",
+    "dab_detr_op18_dynamo_b1.onnx",
+    "deformable_detr_op17_dyn.onnx",
+    "deformable_detr_refine_op17_dyn.onnx",
     "detr_op16_b1.onnx",
     "detr_op17_b1.onnx",
     "detr_op17_dyn.onnx",
     "detr_op18_dynamo_b1.onnx",
+    "deformable_detr_op18_dynamo_b1.onnx",
+    "dfine_official_raw.onnx",
+    "dfine_official_simplified.onnx",
+    "dfine_op16_b1.onnx",
+    "dfine_op17_b1.onnx",
+    "dfine_op17_dyn.onnx",
+    "rtdetr_op16_b1.onnx",
+    "rtdetr_op17_b1.onnx",
+    "rtdetr_op17_dyn.onnx",
     "rtdetr_op18_dynamo_b1.onnx",
+    "rtdetr_v2_op16_b1.onnx",
+    "rtdetr_v2_op17_b1.onnx",
+    "rtdetr_v2_op17_dyn.onnx",
+    "rtdetrv2_official.onnx",
+];
+
+/// Family fixtures that generalise but that onnxruntime cannot load (their GridSample takes a
+/// float64 grid, for which it has no kernel): checked under tract instead.
+const GENERALISED_FAMILY_TRACT_ONLY: &[&str] = &[
+    "deformable_detr_op16_b1.onnx",
+    "deformable_detr_op17_b1.onnx",
+    "deformable_detr_refine_op16_b1.onnx",
+    "deformable_detr_refine_op17_b1.onnx",
 ];
 
 fn dynamic(path: &Path) -> detrc::driver::Compiled {
@@ -380,8 +415,6 @@ fn unit_reshape_with_a_baked_batch_follows_the_input() {
 }
 
 #[test]
-#[ignore = "known gap: at batch 1 the batch axis of a merged attention reshape is ambiguous \
-            (static batch-1 DETR fails with a clear error); see docs/dynamic-batch.md"]
 fn unit_merged_heads_and_a_zero_query_constant_get_the_batch() {
     // The attention pattern of a batch-1 export: the key side [hw, B, C] comes from the image,
     // the query side is a constant [Q, 1, C]; both are split into B*heads and multiplied.
@@ -414,7 +447,10 @@ fn unit_merged_heads_and_a_zero_query_constant_get_the_batch() {
             vec![ints_attr("perm", &[1, 0, 2])],
         )
         .node("MatMul", &["q3", "k3"], &["s"], vec![])
-        .node("Softmax", &["s"], &["y"], vec![int_attr("axis", -1)])
+        .node("Softmax", &["s"], &["p"], vec![int_attr("axis", -1)])
+        // The heads apart from the batch again, so each image's output is its own slice.
+        .i64("yt", &[4], &[1, h, q, hw])
+        .node("Reshape", &["p", "yt"], &["y"], vec![])
         .output("y");
     let (g, lines) = generalize(&m);
     assert!(
@@ -447,4 +483,153 @@ fn unit_a_batch_that_cannot_be_generalised_names_the_node() {
         e.contains("ReduceSum 'ReduceSum_0'") && e.contains("over the batch"),
         "{e}"
     );
+}
+
+/// `tmp[..., :2] += ref` as the legacy exporter traces it at batch 2: one ScatterND over all
+/// images whose constant indices hold every (image, query, coordinate) tuple.
+fn scatter_model(swap_images: bool) -> M {
+    let (b, q) = (2i64, 3i64);
+    let mut idx = Vec::new();
+    for i in 0..b {
+        for k in 0..q {
+            for j in 0..2 {
+                let img = if swap_images { b - 1 - i } else { i };
+                idx.extend([img, k, j]);
+            }
+        }
+    }
+    M::new(17)
+        .input("x", &[b, q, 4])
+        .node("Relu", &["x"], &["data"], vec![])
+        .i64("st", &[1], &[0])
+        .i64("en", &[1], &[2])
+        .i64("ax", &[1], &[2])
+        .node("Slice", &["x", "st", "en", "ax"], &["head"], vec![])
+        .node("Sigmoid", &["head"], &["upd"], vec![])
+        .i64("idx", &[b, q, 2, 3], &idx)
+        .node("ScatterND", &["data", "idx", "upd"], &["s"], vec![])
+        .node("Tanh", &["s"], &["y"], vec![])
+        .output("y")
+}
+
+#[test]
+fn unit_a_scatter_within_each_image_is_generalised() {
+    let m = scatter_model(false);
+    let (g, lines) = generalize(&m);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ScatterND 'ScatterND_3'") && l.contains("within each image")),
+        "{lines:?}"
+    );
+    same_per_image(&m, &g, 3);
+    same_per_image(&m, &g, 1);
+}
+
+#[test]
+fn unit_a_scatter_across_images_names_the_node() {
+    let mut g = scatter_model(true).graph();
+    let p = Pipeline::new(vec![Box::new(detrc::passes::infer_shapes::InferShapes)]);
+    p.run(&mut g, &mut |_| {}).unwrap();
+    let e = detrc::passes::generalize_batch::generalize(&mut g).unwrap_err();
+    assert!(
+        e.contains("ScatterND 'ScatterND_3'") && e.contains("across images"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tract_runs_the_family_results_onnxruntime_cannot_load_at_batch_1_to_4() {
+    let dir = root().join("fixtures/family");
+    for name in GENERALISED_FAMILY_TRACT_ONLY {
+        let f = dir.join(name);
+        let c = dynamic(&f);
+        let change = c.batch.clone().expect("batch changed");
+        let v = verify_batches(
+            &f,
+            &encode(&c.model),
+            &change,
+            &[1, 2, 3, 4],
+            &[0],
+            Tolerance {
+                atol: 1e-4,
+                rtol: 1e-4,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(v.ok(), "{}: {:?}", f.display(), v.outputs);
+        assert_eq!(v.outputs.len(), 2 * 4, "{}: {:?}", f.display(), v.outputs);
+    }
+}
+
+#[test]
+fn a_batch_1_graph_that_lost_its_per_image_layout_is_refused() {
+    // onnxslim turns the decoder's `[Q, 1, C] -> [1, Q, C]` Transpose into a Reshape: at
+    // batch B the rows are `Q*B` with the images interleaved, which no rewrite undoes.
+    let dir = tmpdir();
+    let out = dir.path().join("out.onnx");
+    let f = fixture("detr_tiny_op17_b1.onnxslim.onnx");
+    let o = detrc(&[
+        "compile",
+        f.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--batch",
+        "dynamic",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("output 'pred_logits'") && err.contains("images interleaved"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn unit_an_unsqueezed_unit_batch_axis_is_expanded_where_it_meets_the_batch() {
+    // Batch 1: learned queries [Q, C] get their batch axis from an Unsqueeze (the expand to B
+    // folded away at B=1) and are concatenated with the image's tokens [1, HW, C].
+    let (hw, q, c) = (5, 3, 4);
+    let m = M::new(17)
+        .input("x", &[1, c, hw])
+        .node(
+            "Transpose",
+            &["x"],
+            &["tokens"],
+            vec![ints_attr("perm", &[0, 2, 1])],
+        )
+        .rand("query", &[q, c], 3)
+        .i64("ax0", &[1], &[0])
+        .node("Unsqueeze", &["query", "ax0"], &["q1"], vec![])
+        .node(
+            "Concat",
+            &["tokens", "q1"],
+            &["cat"],
+            vec![int_attr("axis", 1)],
+        )
+        .node("Relu", &["cat"], &["y"], vec![])
+        .output("y");
+    let (g, lines) = generalize(&m);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Unsqueeze 'Unsqueeze_1'") && l.contains("expanded")),
+        "{lines:?}"
+    );
+    same_per_image(&m, &g, 3);
+}
+
+#[test]
+fn unit_a_matmul_with_a_vector_keeps_the_batch() {
+    // D-FINE's distribution integral: softmax over the bins, then `@ w` with w of rank 1.
+    let m = M::new(17)
+        .input("x", &[2, 3, 4])
+        .node("Softmax", &["x"], &["p"], vec![int_attr("axis", -1)])
+        .rand("w", &[4], 5)
+        .node("MatMul", &["p", "w"], &["y"], vec![])
+        .output("y");
+    let (g, lines) = generalize(&m);
+    assert!(lines[0].starts_with("batch 2 made symbolic"), "{lines:?}");
+    same_per_image(&m, &g, 3);
 }

@@ -215,11 +215,10 @@ impl Reference {
     pub fn from_path_with_inputs(path: &Path, specs: Vec<InputSpec>) -> Result<Reference> {
         let proto = crate::load::load_proto(path)?;
         let outs = output_names(&proto);
-        // Declared output and value_info shapes may name the dynamic dimensions, which tract
-        // cannot bind to this run's sizes: it infers them instead.
-        let onnx = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true);
+        drop(proto);
+        // Declared value_info shapes may name the dynamic dimensions, which tract cannot bind to
+        // this run's sizes: it infers them instead (declared output shapes it ignores anyway).
+        let onnx = tract_onnx::onnx().with_ignore_value_info(true);
         Self::finish(load_path(&onnx, path)?, specs, outs)
     }
 
@@ -230,12 +229,11 @@ impl Reference {
     /// Loads `path` to run with the given input shapes (see [`input_specs_with`]).
     pub fn from_path_with(path: &Path, shapes: &[(String, Vec<usize>)]) -> Result<Reference> {
         let proto = crate::load::load_proto(path)?;
-        if !shapes.is_empty() {
-            let mut v = Vec::new();
-            crate::emit::write_model(&proto, &mut v).map_err(rt)?;
-            return Self::from_bytes_with(&v, shapes);
-        }
         let specs = input_specs_with(&proto, shapes)?;
+        if !shapes.is_empty() {
+            drop(proto);
+            return Self::from_path_with_inputs(path, specs);
+        }
         let outs = output_names(&proto);
         Self::finish(load_path(&tract_onnx::onnx(), path)?, specs, outs)
     }
@@ -250,29 +248,11 @@ impl Reference {
             crate::load::decode(Path::new("<memory>"), bytes::Bytes::copy_from_slice(bytes))?;
         let specs = input_specs_with(&proto, shapes)?;
         let outs = output_names(&proto);
-        // Symbolic dimensions in value_info and outputs would contradict the concrete input
-        // shapes of this run (tract does not bind a symbol to a value): let it infer them.
-        let stripped;
-        let bytes = if shapes.is_empty() {
-            bytes
-        } else {
-            let mut m = proto.clone();
-            if let Some(g) = m.graph.as_mut() {
-                g.value_info.clear();
-                for o in g.output.iter_mut() {
-                    if let Some(crate::load::proto::type_proto::Value::TensorType(t)) =
-                        o.r#type.as_mut().and_then(|t| t.value.as_mut())
-                    {
-                        t.shape = None;
-                    }
-                }
-            }
-            let mut v = Vec::new();
-            crate::emit::write_model(&m, &mut v).map_err(rt)?;
-            stripped = v;
-            &stripped[..]
-        };
-        let onnx = tract_onnx::onnx();
+        drop(proto);
+        // Symbolic dimensions in value_info would contradict the concrete input shapes of
+        // this run (tract does not bind a symbol to a value): let it infer them. (tract
+        // ignores declared output shapes unless told otherwise.)
+        let onnx = tract_onnx::onnx().with_ignore_value_info(!shapes.is_empty());
         let proto = onnx
             .proto_model_for_read(&mut std::io::Cursor::new(bytes))
             .map_err(|e| rt(format!("cannot load model: {e:#}")))?;
