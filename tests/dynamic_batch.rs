@@ -633,3 +633,49 @@ fn unit_a_matmul_with_a_vector_keeps_the_batch() {
     assert!(lines[0].starts_with("batch 2 made symbolic"), "{lines:?}");
     same_per_image(&m, &g, 3);
 }
+
+/// The official RT-DETRv2 deploy graph, generalised, builds as an fp16 engine with a batch
+/// profile on both inputs (the real TensorRT-RTX libraries; no GPU needed).
+#[cfg(not(feature = "enterprise"))]
+#[test]
+fn batch_profile_fp16_engine_of_the_generalised_official_rtdetrv2_builds_for_sm86() {
+    let Some(trt) = detrc::build::engine::test_libraries() else {
+        return;
+    };
+    let dir = tmpdir();
+    let dynm = dir.path().join("dyn.onnx");
+    let f = root().join("fixtures/family/rtdetrv2_official.onnx");
+    let o = detrc(&[
+        "compile",
+        f.to_str().unwrap(),
+        "-o",
+        dynm.to_str().unwrap(),
+        "--batch",
+        "dynamic",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let engine = dir.path().join("b124.engine");
+    let images = "images:1x3x320x320/2x3x320x320/4x3x320x320";
+    let sizes = "orig_target_sizes:1x2/2x2/4x2";
+    let o = Command::new(env!("CARGO_BIN_EXE_detrc"))
+        .env("DETRC_TENSORRT_DIR", &trt)
+        .arg("build")
+        .arg(&dynm)
+        .arg("-o")
+        .arg(&engine)
+        .args(["-q", "--precision", "fp16", "--target", "sm86"])
+        .args(["--shapes", images, "--shapes", sizes])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(detrc::build::sidecar_path(&engine)).unwrap();
+    let sc = detrc::build::Sidecar::from_json(&text).unwrap();
+    assert_eq!(
+        sc.options.shapes,
+        vec![images.to_string(), sizes.to_string()]
+    );
+    assert_eq!(sc.inputs[0].shape, vec![-1, 3, 320, 320]);
+    assert_eq!(sc.precision, "fp16");
+    assert_eq!(sc.targets, vec!["sm86".to_string()]);
+}
