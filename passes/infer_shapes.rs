@@ -4,6 +4,8 @@
 //! tensor's value (Reshape targets, Slice bounds, Expand shapes…) that value must be a
 //! constant, so this pass and `fold-constants` feed each other until both reach a fixed point.
 
+use std::collections::HashMap;
+
 use crate::eval::attrs::{self, axis};
 use crate::eval::{ops, Tensor};
 use crate::ir::{DType, Dim, Graph, NodeKind, Port, TensorType};
@@ -23,6 +25,7 @@ impl Pass for InferShapes {
         for n in g.topo_ops() {
             updated += infer_node(g, n);
         }
+        updated += type_unruled(g);
         Ok(Outcome::changed(if updated > 0 {
             vec![format!("typed {updated} tensors")]
         } else {
@@ -667,4 +670,168 @@ pub fn is_static(g: &Graph, p: Port) -> bool {
         g.node(p.node).kind,
         NodeKind::Op(_) | NodeKind::Input(_) | NodeKind::Const { .. }
     ) && g.ty(p).and_then(TensorType::static_shape).is_some()
+}
+
+/// Static output shapes for operators the rules of [`infer`] do not cover (deformable
+/// attention's GridSample, a MatMul with a vector operand, ScatterND/GatherElements, TopK,
+/// Einsum, shape-keeping unary ops): typed from their inputs' static shapes only, never from
+/// values. A shape known here lets the `Shape` arithmetic behind such an operator fold (the
+/// transformers Deformable DETR, DAB-DETR, RT-DETR and D-FINE exports compute their sampling
+/// grids, anchors and position embeddings that way); the batch analysis of generalize-batch
+/// needs the same shapes. Returns how many outputs it typed.
+pub fn type_unruled(g: &mut Graph) -> usize {
+    // A declared type without a static shape (a graph output's `f32[?]`) counts as none.
+    let known = |v: &crate::ir::Value| v.ty.as_ref().is_some_and(|t| t.static_shape().is_some());
+    let mut typed = 0;
+    for n in g.topo_ops() {
+        let before = g.node(n).outputs.iter().filter(|v| known(v)).count();
+        infer_node(g, n);
+        let node = g.node(n);
+        let after = node.outputs.iter().filter(|v| known(v)).count();
+        typed += after.saturating_sub(before);
+        if node.outputs.iter().all(known) {
+            continue;
+        }
+        let Some(op) = node.op() else { continue };
+        let ins = g.inputs(n);
+        let ty = |k: usize| ins.get(k).copied().flatten().and_then(|p| g.ty(p).cloned());
+        let st = |k: usize| ty(k).and_then(|t| t.static_shape());
+        let t = op.op_type.as_str();
+        let outs: Vec<Option<TensorType>> = match t {
+            "GridSample" => match (ty(0), st(0), st(1)) {
+                (Some(x), Some(xs), Some(gs)) if xs.len() == 4 && gs.len() == 4 => {
+                    vec![Some(TensorType::new(
+                        x.dtype,
+                        &[xs[0], xs[1], gs[1], gs[2]],
+                    ))]
+                }
+                _ => continue,
+            },
+            // With a vector operand, which infer-shapes leaves untyped.
+            "MatMul" => match (ty(0), st(0), st(1)) {
+                (Some(x), Some(a), Some(b)) if b.len() == 1 && a.len() >= 2 => {
+                    vec![Some(TensorType::new(x.dtype, &a[..a.len() - 1]))]
+                }
+                (Some(x), Some(a), Some(b)) if a.len() == 1 && b.len() >= 2 => {
+                    let mut o = b[..b.len() - 2].to_vec();
+                    o.push(b[b.len() - 1]);
+                    vec![Some(TensorType::new(x.dtype, &o))]
+                }
+                _ => continue,
+            },
+            // The data's shape and type, whatever is scattered into it.
+            "ScatterND" | "ScatterElements" => match (ty(0), st(0)) {
+                (Some(x), Some(xs)) => vec![Some(TensorType::new(x.dtype, &xs))],
+                _ => continue,
+            },
+            "GatherElements" => match (ty(0), st(1)) {
+                (Some(x), Some(is)) => vec![Some(TensorType::new(x.dtype, &is))],
+                _ => continue,
+            },
+            "TopK" => {
+                let (Some(x), Some(mut xs)) = (ty(0), st(0)) else {
+                    continue;
+                };
+                let Some(k) = small_const(g, g.input(n, 1))
+                    .and_then(|t| t.as_i64_vec())
+                    .and_then(|v| v.first().copied())
+                else {
+                    continue;
+                };
+                let Some(a) = norm_axis(attrs::int_or(&op.attrs, "axis", -1), xs.len()) else {
+                    continue;
+                };
+                xs[a] = k;
+                vec![
+                    Some(TensorType::new(x.dtype, &xs)),
+                    Some(TensorType::new(crate::ir::DType::I64, &xs)),
+                ]
+            }
+            // transformers RT-DETR / D-FINE build the sine position embedding with an outer
+            // product `einsum("i,j->ij")`; without its shape the encoder's `Add` of that
+            // embedding cannot be followed.
+            "Einsum" => {
+                let Some(eq) = attrs::string(&op.attrs, "equation") else {
+                    continue;
+                };
+                let shapes: Option<Vec<Vec<i64>>> = (0..ins.len()).map(st).collect();
+                match (ty(0), shapes.and_then(|s| einsum_shape(&eq, &s))) {
+                    (Some(x), Some(s)) => vec![Some(TensorType::new(x.dtype, &s))],
+                    _ => continue,
+                }
+            }
+            _ if super::generalize_batch::UNARY.contains(&t) => match (ty(0), st(0)) {
+                (Some(x), Some(xs))
+                    if !["Cast", "CastLike", "Not", "IsNaN", "IsInf"].contains(&t) =>
+                {
+                    vec![Some(TensorType::new(x.dtype, &xs))]
+                }
+                _ => continue,
+            },
+            _ => continue,
+        };
+        for (slot, ty) in outs.into_iter().enumerate() {
+            if slot < g.node(n).outputs.len() && !known(&g.node(n).outputs[slot]) {
+                if let Some(ty) = ty {
+                    typed += 1;
+                    g.value_mut(Port::new(n, slot)).ty = Some(ty);
+                }
+            }
+        }
+    }
+    typed
+}
+
+/// The output shape of an Einsum `equation` over inputs of `shapes`. Ellipses are not
+/// handled (`None`): no export in the family uses them where the batch analysis looks.
+fn einsum_shape(equation: &str, shapes: &[Vec<i64>]) -> Option<Vec<i64>> {
+    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
+    if eq.contains('.') {
+        return None;
+    }
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l.to_string(), Some(r.to_string())),
+        None => (eq.clone(), None),
+    };
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() != shapes.len() {
+        return None;
+    }
+    let mut size: HashMap<char, i64> = HashMap::new();
+    let mut count: HashMap<char, usize> = HashMap::new();
+    for (term, s) in terms.iter().zip(shapes) {
+        if term.chars().count() != s.len() {
+            return None;
+        }
+        for (c, &d) in term.chars().zip(s) {
+            *count.entry(c).or_default() += 1;
+            match size.get(&c) {
+                Some(&e) if e != d && e != 1 && d != 1 => return None,
+                Some(&e) if e != 1 => {}
+                _ => {
+                    size.insert(c, d);
+                }
+            }
+        }
+    }
+    // Implicit mode: the labels seen once, in alphabetical order.
+    let out: Vec<char> = match rhs {
+        Some(r) => r.chars().collect(),
+        None => {
+            let mut v: Vec<char> = count
+                .iter()
+                .filter(|(_, &k)| k == 1)
+                .map(|(&c, _)| c)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    out.iter().map(|c| size.get(c).copied()).collect()
+}
+
+/// `axis` (negative counts from the end) as an index into `rank` dimensions.
+fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    usize::try_from(a).ok().filter(|&a| a < rank)
 }

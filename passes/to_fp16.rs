@@ -60,6 +60,10 @@ pub const DEFAULT_KEEP: &[&str] = &[
     "GlobalLpPool",
     "CumSum",
     "Range",
+    // TensorRT wants GridSample's input and grid in one type, and Deformable DETR's grid is
+    // computed from sampling offsets in fp32 (or fp64) arithmetic: the whole op stays fp32,
+    // which also keeps the sampling locations exact.
+    "GridSample",
 ];
 
 /// Ops whose output is their input rearranged, selected or compared: running them in the

@@ -143,7 +143,7 @@ pub fn compile_graph_with(
         // follow: typing them lets another round fold it. Each round can expose the next
         // layer's such operator, hence the loop (bounded: a graph has few of them in a row).
         for _ in 0..32 {
-            if crate::passes::generalize_batch::type_more(&mut g) == 0 {
+            if crate::passes::infer_shapes::type_unruled(&mut g) == 0 {
                 break;
             }
             let mut more = pipeline.run(&mut g, on)?;

@@ -539,3 +539,24 @@ fn batch_profile_fp16_engine_of_a_generalised_detr_builds_for_sm86() {
         sc.warnings
     );
 }
+
+#[test]
+fn deformable_detr_builds_in_fp16_with_grid_sample_in_fp32() {
+    // TensorRT rejects a GridSample whose input is half and grid float; to-fp16 keeps it fp32.
+    let Some(trt) = trt_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("deformable.engine");
+    let sc = build(
+        &trt,
+        &repo("fixtures/family/deformable_detr_op17_b1.onnx"),
+        &out,
+        &["--precision", "fp16", "--target", "sm86"],
+    );
+    assert_eq!(sc.precision, "fp16");
+    assert!(
+        sc.steps.iter().any(|s| s.starts_with("to-fp16:")),
+        "{:?}",
+        sc.steps
+    );
+    assert!(std::fs::metadata(&out).unwrap().len() > 10_000);
+}

@@ -462,3 +462,45 @@ fn detr_passes_are_not_applicable_to_a_plain_cnn_and_change_nothing() {
         assert_eq!(g.dump(), before);
     }
 }
+
+#[test]
+fn infer_shapes_types_einsum_grid_sample_and_topk_so_their_shapes_fold() {
+    // The ops infer-shapes has no value rule for, as the transformers exports use them: an
+    // outer-product Einsum (RT-DETR's position embedding), deformable attention's GridSample
+    // and query selection's TopK. With their outputs typed, the Shape ops behind them fold.
+    let eq = detrc::load::proto::AttributeProto {
+        name: Some("equation".into()),
+        s: Some(b"bi,j->bij".to_vec().into()),
+        r#type: Some(detrc::load::proto::attr_type::STRING),
+        ..Default::default()
+    };
+    let m = M::new(17)
+        .input("x", &[1, 4])
+        .input("img", &[1, 2, 3, 3])
+        .input("grid", &[1, 2, 2, 2])
+        .rand("c", &[5], 1)
+        .i64("k", &[1], &[2])
+        .node("Einsum", &["x", "c"], &["e"], vec![eq])
+        .node("GridSample", &["img", "grid"], &["gs"], vec![])
+        .node("TopK", &["x", "k"], &["tv", "ti"], vec![])
+        .node("Shape", &["e"], &["se"], vec![])
+        .node("Shape", &["gs"], &["sg"], vec![])
+        .node("Shape", &["tv"], &["st"], vec![])
+        .node(
+            "Concat",
+            &["se", "sg", "st"],
+            &["shapes"],
+            vec![int_attr("axis", 0)],
+        )
+        .output("e")
+        .output("gs")
+        .output("tv")
+        .output("shapes");
+    let (g, o) = check(
+        "infer_shapes_types_unruled_ops",
+        &m,
+        &fold_constants::FoldConstants,
+    );
+    assert!(changed(&o));
+    assert_eq!(op_count(&g, "Shape"), 0);
+}
