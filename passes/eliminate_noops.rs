@@ -9,6 +9,7 @@
 //!   Concat(x) (one input)                     -> x
 //!   Split(x) (one output)                     -> x
 //!   Squeeze(Unsqueeze(x)) | Unsqueeze(Squeeze(x)), same type -> x
+//!   Where(IsNaN(s), 0, s), s = Softmax(scores) with no additive mask on the scores -> s
 //! A rewrite needs the result's type to equal the input's, so it never changes a shape or
 //! element type that a consumer sees.
 
@@ -70,6 +71,56 @@ fn const_of(g: &Graph, p: Option<Port>) -> Option<Tensor> {
         return None;
     }
     Tensor::from_proto(t).ok()
+}
+
+/// `Where(IsNaN(s), 0, s)` with `s = Softmax(scores)`: torch's guard for a row of attention
+/// scores masked entirely (all -inf, so softmax computes 0/0). Without an additive mask on the
+/// scores (fold-mask removes the constant key-padding mask of a static export), every row has
+/// finite entries and the guard never fires, so it is `s`. (A NaN already in the scores would
+/// give NaN instead of 0: the guard is kept wherever a mask or any other addition reaches the
+/// scores, since then a fully masked row is possible.)
+fn nan_guard_source(g: &Graph, ins: &[Option<Port>], out: Port) -> Option<Port> {
+    let [Some(cond), Some(zero), Some(s)] = ins else {
+        return None;
+    };
+    let guarded = g.node(cond.node).is("IsNaN") && g.input(cond.node, 0) == Some(*s);
+    let zero = const_of(g, Some(*zero)).is_some_and(|c| c.all_equal(0.0));
+    if !(guarded && zero && g.node(s.node).is("Softmax") && same_type(g, *s, out)) {
+        return None;
+    }
+    let scores = g.input(s.node, 0)?;
+    (!may_be_masked(g, scores)).then_some(*s)
+}
+
+/// Whether an addition can reach `scores` through the ops between attention's MatMul and its
+/// softmax (layout ops, a constant scale): any Add, Sub or Where on the way may be a mask.
+fn may_be_masked(g: &Graph, mut p: Port) -> bool {
+    for _ in 0..16 {
+        let n = g.node(p.node);
+        let next = match n.op_type() {
+            "Reshape" | "Transpose" | "Squeeze" | "Unsqueeze" | "Identity" | "Cast" => 0,
+            "Mul" | "Div" => match (g.input(p.node, 0), g.input(p.node, 1)) {
+                (Some(a), Some(b))
+                    if g.const_tensor(b).is_some() && g.const_tensor(a).is_none() =>
+                {
+                    0
+                }
+                (Some(a), Some(b))
+                    if g.const_tensor(a).is_some() && g.const_tensor(b).is_none() =>
+                {
+                    1
+                }
+                _ => return true,
+            },
+            "MatMul" | "Gemm" | "Einsum" => return false,
+            _ => return true,
+        };
+        match g.input(p.node, next) {
+            Some(q) => p = q,
+            None => return true,
+        }
+    }
+    true
 }
 
 /// If node `n` passes one of its inputs through unchanged, that input.
@@ -135,6 +186,7 @@ pub fn noop_source(g: &Graph, n: NodeId) -> Option<Port> {
         "Transpose" => attrs::ints(&op.attrs, "perm")
             .is_some_and(|p| p.iter().enumerate().all(|(i, &v)| v == i as i64)),
         "Concat" => ins.len() == 1,
+        "Where" => return nan_guard_source(g, &ins, out),
         "Split" => node.outputs.len() == 1 && keeps_type(),
         _ => false,
     };

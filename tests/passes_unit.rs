@@ -504,3 +504,41 @@ fn infer_shapes_types_einsum_grid_sample_and_topk_so_their_shapes_fold() {
     assert!(changed(&o));
     assert_eq!(op_count(&g, "Shape"), 0);
 }
+
+/// Attention probabilities as torch exports them: `Softmax(scores)` behind the NaN guard
+/// `Where(IsNaN(p), 0, p)`; `masked` adds a constant key-padding mask to the scores first.
+fn nan_guarded_softmax(masked: bool) -> M {
+    let m = M::new(17)
+        .input("q", &[1, 3, 4])
+        .rand("k", &[1, 4, 5], 1)
+        .f32("scale", &[], &[0.5])
+        .f32("zero", &[], &[0.0])
+        .node("MatMul", &["q", "k"], &["qk"], vec![])
+        .node("Mul", &["qk", "scale"], &["scaled"], vec![]);
+    let m = if masked {
+        m.f32("mask", &[1, 1, 5], &[0.0, 0.0, 0.0, f32::NEG_INFINITY, 0.0])
+            .node("Add", &["scaled", "mask"], &["scores"], vec![])
+    } else {
+        m.node("Identity", &["scaled"], &["scores"], vec![])
+    };
+    m.node("Softmax", &["scores"], &["p"], vec![int_attr("axis", -1)])
+        .node("IsNaN", &["p"], &["nan"], vec![])
+        .node("Where", &["nan", "zero", "p"], &["y"], vec![])
+        .output("y")
+}
+
+#[test]
+fn eliminate_noops_drops_the_softmax_nan_guard_only_without_a_mask() {
+    let (g, o) = check(
+        "eliminate_noops_softmax_nan_guard",
+        &nan_guarded_softmax(false),
+        &eliminate_noops::EliminateNoops,
+    );
+    assert!(changed(&o));
+    assert_eq!(op_count(&g, "Where"), 0);
+    // With a mask a row can be all -inf: the guard stays.
+    let mut g = nan_guarded_softmax(true).graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    apply(&mut g, &eliminate_noops::EliminateNoops);
+    assert_eq!(op_count(&g, "Where"), 1);
+}
