@@ -408,28 +408,8 @@ fn build(py: Python<'_>, model: PathBuf, output: PathBuf, options: BuildArgs) ->
         if !a.fp16_keep.is_empty() && precision != Precision::Fp16 {
             return Err(Failure::new("usage", "fp16_keep needs precision=\"fp16\""));
         }
-        let method = match a.method.as_str() {
-            "max" => detrc::quant::Method::Max,
-            "percentile" if a.percentile > 0.0 && a.percentile <= 100.0 => {
-                detrc::quant::Method::Percentile(a.percentile)
-            }
-            "percentile" => {
-                return Err(Failure::new(
-                    "usage",
-                    format!("percentile={} is not within (0, 100]", a.percentile),
-                ))
-            }
-            "entropy" => detrc::quant::Method::Entropy,
-            "mse" => detrc::quant::Method::Mse,
-            other => {
-                return Err(Failure::new(
-                    "usage",
-                    format!(
-                        "method={other:?}: use \"max\", \"percentile\", \"entropy\" or \"mse\""
-                    ),
-                ))
-            }
-        };
+        let method = detrc::quant::Method::parse(&a.method, a.percentile)
+            .map_err(|e| Failure::new("usage", format!("method={:?}: {e}", a.method)))?;
         if a.max_images == Some(0) {
             return Err(Failure::new("usage", "max_images must be at least 1"));
         }

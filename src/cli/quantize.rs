@@ -71,20 +71,9 @@ pub struct CalibrationArgs {
 
 impl CalibrationArgs {
     pub fn options(&self) -> Result<QuantizeOptions, Exit> {
-        let method = match self.method.as_str() {
-            "max" => Method::Max,
-            "percentile" => {
-                if !(self.percentile > 0.0 && self.percentile <= 100.0) {
-                    return Err(Exit(
-                        EXIT_USAGE,
-                        anyhow!("--percentile {} is not within (0, 100]", self.percentile),
-                    ));
-                }
-                Method::Percentile(self.percentile)
-            }
-            "entropy" => Method::Entropy,
-            _ => Method::Mse,
-        };
+        // The percentile is the only method argument clap cannot check.
+        let method = Method::parse(&self.method, self.percentile)
+            .map_err(|e| Exit(EXIT_USAGE, anyhow!("--{e}")))?;
         if self.max_images == Some(0) {
             return Err(Exit(EXIT_USAGE, anyhow!("--max-images must be at least 1")));
         }

@@ -55,6 +55,24 @@ pub enum Method {
 }
 
 impl Method {
+    /// A method by name (`max`, `percentile`, `entropy`, `mse`), with the percentile that
+    /// `percentile` keeps; the error says what is accepted. The CLI and the Python API parse
+    /// their options with it, so both accept and refuse the same values.
+    pub fn parse(name: &str, percentile: f64) -> Result<Method, String> {
+        match name {
+            "max" => Ok(Method::Max),
+            "percentile" if percentile > 0.0 && percentile <= 100.0 => {
+                Ok(Method::Percentile(percentile))
+            }
+            "percentile" => Err(format!("percentile {percentile} is not within (0, 100]")),
+            "entropy" => Ok(Method::Entropy),
+            "mse" => Ok(Method::Mse),
+            other => Err(format!(
+                "unknown method {other:?}; use max, percentile, entropy or mse"
+            )),
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             Method::Max => "max".into(),
