@@ -503,17 +503,37 @@ fn cli_quantize_writes_the_model_and_a_report() {
         .any(|k| k.as_str().unwrap().contains("LayerNormalization")));
 
     // onnxruntime runs it, and finds what TensorRT-RTX needs (scripts/int8_compare.py's checks).
+    let Some(j) = qdq_check(&out, &held) else {
+        return;
+    };
+    assert_eq!(j["images"], 2);
+    // onnxruntime measures what detrc's own evaluation (tract) measured.
+    for o in outs {
+        let name = o["name"].as_str().unwrap();
+        let ours = o["sqnr_db"].as_f64().unwrap();
+        let theirs = j["sqnr_db"][name].as_f64().unwrap();
+        assert!(
+            (ours - theirs).abs() < 1.0,
+            "{name}: tract {ours} dB, onnxruntime {theirs} dB"
+        );
+    }
+}
+
+/// scripts/qdq_check.py on a Q/DQ model of detr_tiny_op17_b1 (onnxruntime runs it, and finds
+/// the structure TensorRT-RTX needs: no Where, no INT32 DequantizeLinear, zero points 0, Q/DQ
+/// present); the script's JSON, or None when there is no .venv and none is required.
+fn qdq_check(model: &Path, held: &Path) -> Option<serde_json::Value> {
     let Some(py) = python() else {
         assert!(
             std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
             "DETRC_REQUIRE_ORT is set but .venv is missing"
         );
         eprintln!("SKIP: no .venv with onnxruntime");
-        return;
+        return None;
     };
     let o = Command::new(py)
         .arg(root().join("scripts/qdq_check.py"))
-        .arg(&out)
+        .arg(model)
         .arg("--float")
         .arg(fixture("detr_tiny_op17_b1.onnx"))
         .args(["--images".as_ref(), held.as_os_str()])
@@ -530,17 +550,7 @@ fn cli_quantize_writes_the_model_and_a_report() {
     assert_eq!(j["int32_dequantize"], 0);
     assert_eq!(j["nonzero_zero_points"], 0);
     assert!(j["quantize_linear"].as_u64().unwrap() > 10);
-    assert_eq!(j["images"], 2);
-    // onnxruntime measures what detrc's own evaluation (tract) measured.
-    for o in outs {
-        let name = o["name"].as_str().unwrap();
-        let ours = o["sqnr_db"].as_f64().unwrap();
-        let theirs = j["sqnr_db"][name].as_f64().unwrap();
-        assert!(
-            (ours - theirs).abs() < 1.0,
-            "{name}: tract {ours} dB, onnxruntime {theirs} dB"
-        );
-    }
+    Some(j)
 }
 
 #[cfg(not(feature = "enterprise"))]
@@ -678,32 +688,9 @@ fn fp8_quantization_is_opset_19_e4m3_and_onnxruntime_runs_it() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("int8_compare.py --format fp8"));
     assert!(!d.path().join("x.onnx").exists());
 
-    let Some(py) = python() else {
-        assert!(
-            std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
-            "DETRC_REQUIRE_ORT is set but .venv is missing"
-        );
+    let Some(j) = qdq_check(&out, &held) else {
         return;
     };
-    let o = Command::new(py)
-        .arg(root().join("scripts/qdq_check.py"))
-        .arg(&out)
-        .arg("--float")
-        .arg(fixture("detr_tiny_op17_b1.onnx"))
-        .args(["--images".as_ref(), held.as_os_str()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(j["where"], 0);
-    assert_eq!(j["int32_dequantize"], 0);
-    assert_eq!(j["nonzero_zero_points"], 0);
-    assert!(j["quantize_linear"].as_u64().unwrap() > 10);
     // E4M3 keeps 3 mantissa bits: below int8's 31 dB on these logits, measured 23-27 dB
     let s = |n: &str| j["sqnr_db"][n].as_f64().unwrap();
     assert!(s("pred_logits") > 15.0 && s("pred_boxes") > 35.0, "{j}");
