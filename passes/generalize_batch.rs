@@ -1542,7 +1542,7 @@ fn one_image_indices(idx: &ndarray::ArrayD<i64>, ia: usize, a: usize) -> Option<
 fn one_image(t: &Tensor, axis: usize, m: usize) -> Option<Tensor> {
     use ndarray::{Axis, Slice};
     let n = t.shape()[axis];
-    if m == 0 || n % m != 0 {
+    if m == 0 || !n.is_multiple_of(m) {
         return None;
     }
     let rows = |k: usize| Slice::from(k * m..(k + 1) * m);

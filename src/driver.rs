@@ -7,7 +7,9 @@ use crate::ir::Graph;
 use crate::load::proto::ModelProto;
 use crate::pass::{Event, Pipeline, Report};
 use crate::reference::compare::{compare, OutputDiff, Tolerance};
-use crate::reference::Reference;
+use crate::reference::{
+    output_names, InputSpec, Model as ModelRef, Purpose, Reference, Runtime, RuntimeChoice,
+};
 use crate::shapes::{Batch, ShapeOptions};
 
 /// Loads a model file into the IR (external data resolved, structure validated).
@@ -249,6 +251,8 @@ pub fn compiled_by(model: &ModelProto) -> Option<String> {
 pub struct Verification {
     pub seed: u64,
     pub outputs: Vec<OutputDiff>,
+    /// The runtime that ran both models and its version, e.g. "onnxruntime 1.31.1 (...)".
+    pub runtime: String,
 }
 
 impl Verification {
@@ -276,10 +280,11 @@ impl Verification {
             })
             .collect();
         format!(
-            "outputs differ from the original (seed {}, atol {}, rtol {}); nothing written:\n  {}",
+            "outputs differ from the original (seed {}, atol {}, rtol {}, {}); nothing written:\n  {}",
             self.seed,
             tol.atol,
             tol.rtol,
+            self.runtime,
             lines.join("\n  ")
         )
     }
@@ -338,20 +343,22 @@ pub fn summary(g: &Graph) -> Summary {
     }
 }
 
-/// Runs `original` and `candidate` (encoded ONNX) on the same seeded random inputs.
+/// Runs `original` and `candidate` (encoded ONNX) on the same seeded random inputs, with the
+/// default runtime choice (onnxruntime when installed, else tract).
 pub fn verify(
     original: &Path,
     candidate: &[u8],
     seeds: &[u64],
     tol: Tolerance,
 ) -> Result<Verification> {
-    let proto = crate::load::load_proto(original)?;
-    let shapes = crate::reference::batch_one_shapes(&proto)?;
-    let specs = crate::reference::input_specs_with(&proto, &shapes)?;
-    drop(proto);
-    let a = Reference::from_path_with_inputs(original, specs)?;
-    let b = Reference::from_bytes_with(candidate, &shapes)?;
-    verify_with(&a, &b, seeds, tol)
+    let (runtime, _) = RuntimeChoice::default().resolve()?;
+    verify_with(
+        Original::Path(original),
+        Candidate::Bytes(candidate),
+        seeds,
+        tol,
+        &runtime,
+    )
 }
 
 /// [`verify`] for an original held in memory (encoded ONNX, external data inlined).
@@ -361,39 +368,197 @@ pub fn verify_bytes(
     seeds: &[u64],
     tol: Tolerance,
 ) -> Result<Verification> {
-    let shapes = {
-        let proto = crate::load::decode(
-            Path::new("<memory>"),
-            bytes::Bytes::copy_from_slice(original),
-        )?;
-        crate::reference::batch_one_shapes(&proto)?
-    };
-    let a = Reference::from_bytes_with(original, &shapes)?;
-    let b = Reference::from_bytes_with(candidate, &shapes)?;
-    verify_with(&a, &b, seeds, tol)
+    let (runtime, _) = RuntimeChoice::default().resolve()?;
+    verify_with(
+        Original::Bytes(original),
+        Candidate::Bytes(candidate),
+        seeds,
+        tol,
+        &runtime,
+    )
 }
 
-fn verify_with(
-    a: &Reference,
-    b: &Reference,
+/// The model verification starts from.
+#[derive(Clone, Copy)]
+pub enum Original<'a> {
+    /// A file (external data beside it).
+    Path(&'a Path),
+    /// Encoded ONNX, external data inlined.
+    Bytes(&'a [u8]),
+}
+
+/// The model to check against the original.
+#[derive(Clone, Copy)]
+pub enum Candidate<'a> {
+    /// Encoded ONNX.
+    Bytes(&'a [u8]),
+    /// A model in memory (what `compile` returned): onnxruntime uses its weights where they
+    /// are, nothing is encoded or copied.
+    Model(&'a ModelProto),
+}
+
+/// [`verify`] with a chosen runtime: [`run_original`] then [`check_candidate`].
+pub fn verify_with(
+    original: Original<'_>,
+    candidate: Candidate<'_>,
     seeds: &[u64],
     tol: Tolerance,
+    runtime: &Runtime,
 ) -> Result<Verification> {
-    let mut worst: Option<Verification> = None;
-    for &seed in seeds {
-        let inputs = a.random_inputs(seed);
-        let ra = a.run(&inputs)?;
-        let rb = b.run(&inputs)?;
+    let expected = run_original(original, seeds, runtime)?;
+    check_candidate(&expected, candidate, tol, runtime)
+}
+
+/// The original's outputs on seeded inputs: the first half of a verification. Holding this
+/// instead of the model lets a caller run the original before compiling, so the two models are
+/// never in memory together.
+pub struct Expected {
+    pub seeds: Vec<u64>,
+    pub specs: Vec<InputSpec>,
+    /// One input set per seed, generated once for both models.
+    pub inputs: Vec<Vec<ndarray::ArrayD<f32>>>,
+    pub outputs: Vec<Vec<(String, ndarray::ArrayD<f32>)>>,
+}
+
+fn decode_original(original: Original<'_>) -> Result<ModelProto> {
+    match original {
+        // The weights stay in the file's memory map; onnxruntime reads them in place.
+        Original::Path(p) => Ok(crate::load::load(p)?.proto),
+        Original::Bytes(b) => {
+            crate::load::decode(Path::new("<memory>"), bytes::Bytes::copy_from_slice(b))
+        }
+    }
+}
+
+/// Loads `original` once, runs it on every seed and drops it. A batch left dynamic runs at 1
+/// (see [`crate::reference::batch_one_shapes`]).
+pub fn run_original(original: Original<'_>, seeds: &[u64], runtime: &Runtime) -> Result<Expected> {
+    if seeds.is_empty() {
+        return Err(Error::Verification("no seed given".into()));
+    }
+    let loaded = decode_original(original)?;
+    let shapes = crate::reference::batch_one_shapes(&loaded)?;
+    let specs = crate::reference::input_specs_with(&loaded, &shapes)?;
+    let names = output_names(&loaded);
+    let inputs: Vec<Vec<ndarray::ArrayD<f32>>> = seeds
+        .iter()
+        .map(|&s| crate::reference::random::inputs(&specs, s))
+        .collect();
+    let model = match (runtime, original) {
+        (Runtime::OnnxRuntime(_), _) => ModelRef::Proto(&loaded),
+        (Runtime::Tract, Original::Path(p)) => ModelRef::Path(p),
+        (Runtime::Tract, Original::Bytes(b)) => ModelRef::Bytes(b),
+    };
+    let a = Reference::load(
+        model,
+        runtime,
+        Purpose::Verify,
+        Some((specs.clone(), names)),
+    )?;
+    let outputs = inputs
+        .iter()
+        .map(|i| a.run(i))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Expected {
+        seeds: seeds.to_vec(),
+        specs,
+        inputs,
+        outputs,
+    })
+}
+
+/// Loads `candidate` to run at the shapes of `specs`: its declared inputs must be the same
+/// names and types, with every static dimension agreeing.
+fn load_candidate(
+    candidate: Candidate<'_>,
+    specs: &[InputSpec],
+    runtime: &Runtime,
+) -> Result<Reference> {
+    let decoded;
+    let proto = match candidate {
+        Candidate::Bytes(b) => {
+            decoded = crate::load::decode(Path::new("<memory>"), bytes::Bytes::copy_from_slice(b))?;
+            &decoded
+        }
+        Candidate::Model(m) => m,
+    };
+    let declared = crate::reference::declared_inputs(proto)?;
+    let fixed = declared
+        .iter()
+        .zip(specs)
+        .filter(|(d, s)| d.name == s.name && d.dtype == s.dtype)
+        .map(|(d, s)| d.fix(s.shape.clone()))
+        .collect::<Result<Vec<_>>>();
+    match fixed {
+        Ok(f) if f.len() == specs.len() && declared.len() == specs.len() => {}
+        _ => {
+            let mine: Vec<InputSpec> = declared
+                .iter()
+                .map(|d| InputSpec {
+                    name: d.name.clone(),
+                    dtype: d.dtype,
+                    shape: d.dims.iter().map(|v| v.unwrap_or(0)).collect(),
+                })
+                .collect();
+            return Err(inputs_differ(specs, &mine));
+        }
+    }
+    let names = output_names(proto);
+    let model = match candidate {
+        Candidate::Bytes(b) => ModelRef::Bytes(b),
+        Candidate::Model(m) => ModelRef::Proto(m),
+    };
+    Reference::load(
+        model,
+        runtime,
+        Purpose::Verify,
+        Some((specs.to_vec(), names)),
+    )
+}
+
+/// Runs `candidate` on the inputs of `expected` and compares: the worst seed's result (the
+/// first failing one, else the last).
+pub fn check_candidate(
+    expected: &Expected,
+    candidate: Candidate<'_>,
+    tol: Tolerance,
+    runtime: &Runtime,
+) -> Result<Verification> {
+    let r = load_candidate(candidate, &expected.specs, runtime)?;
+    let mut last = None;
+    for ((&seed, inputs), want) in expected
+        .seeds
+        .iter()
+        .zip(&expected.inputs)
+        .zip(&expected.outputs)
+    {
+        let got = r.run(inputs)?;
         let v = Verification {
             seed,
-            outputs: compare(&ra, &rb, tol),
+            outputs: compare(want, &got, tol),
+            runtime: runtime.describe_for(Purpose::Verify),
         };
         if !v.ok() {
             return Ok(v);
         }
-        worst = Some(v);
+        last = Some(v);
     }
-    worst.ok_or_else(|| Error::Verification("no seed given".into()))
+    last.ok_or_else(|| Error::Verification("no seed given".into()))
+}
+
+fn inputs_differ(want: &[InputSpec], got: &[InputSpec]) -> Error {
+    // A dimension shown as 0 is dynamic.
+    let show = |v: &[InputSpec]| {
+        v.iter()
+            .map(|s| format!("{} {}{:?}", s.name, s.dtype, s.shape))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Error::Verification(format!(
+        "the compiled model's inputs ({}) differ from the original's ({})",
+        show(got),
+        show(want)
+    ))
 }
 
 /// Verifies a model whose batch `change` changed: the candidate runs at each of `batches`
@@ -408,43 +573,51 @@ pub fn verify_batches(
     seeds: &[u64],
     tol: Tolerance,
 ) -> Result<Verification> {
-    let a = Reference::from_path_with(original, &change.input_shapes)?;
-    verify_batches_with(&a, candidate, change, batches, seeds, tol)
+    let (runtime, _) = RuntimeChoice::default().resolve()?;
+    verify_batches_with(
+        Original::Path(original),
+        candidate,
+        change,
+        batches,
+        seeds,
+        tol,
+        &runtime,
+    )
 }
 
-/// [`verify_batches`] for an original held in memory (encoded ONNX, external data inlined).
-pub fn verify_batches_bytes(
-    original: &[u8],
+/// [`verify_batches`] with a chosen runtime, for an original in a file or in memory.
+pub fn verify_batches_with(
+    original: Original<'_>,
     candidate: &[u8],
     change: &BatchChange,
     batches: &[i64],
     seeds: &[u64],
     tol: Tolerance,
-) -> Result<Verification> {
-    let a = Reference::from_bytes_with(original, &change.input_shapes)?;
-    verify_batches_with(&a, candidate, change, batches, seeds, tol)
-}
-
-fn verify_batches_with(
-    a: &Reference,
-    candidate: &[u8],
-    change: &BatchChange,
-    batches: &[i64],
-    seeds: &[u64],
-    tol: Tolerance,
+    runtime: &Runtime,
 ) -> Result<Verification> {
     use ndarray::{Axis, Slice};
     let t = change.traced as usize;
-    let batched = |k: usize| -> Vec<(String, Vec<usize>)> {
-        change
-            .input_shapes
+    let a = {
+        let loaded = decode_original(original)?;
+        let specs = crate::reference::input_specs_with(&loaded, &change.input_shapes)?;
+        let names = output_names(&loaded);
+        let model = match (runtime, original) {
+            (Runtime::OnnxRuntime(_), _) => ModelRef::Proto(&loaded),
+            (Runtime::Tract, Original::Path(p)) => ModelRef::Path(p),
+            (Runtime::Tract, Original::Bytes(b)) => ModelRef::Bytes(b),
+        };
+        Reference::load(model, runtime, Purpose::Verify, Some((specs, names)))?
+    };
+    // The candidate's inputs at batch k: the original's, with the batch axis resized.
+    let batched = |k: usize| -> Vec<InputSpec> {
+        a.inputs
             .iter()
-            .map(|(n, s)| {
+            .map(|s| {
                 let mut s = s.clone();
-                if !s.is_empty() {
-                    s[0] = k;
+                if !s.shape.is_empty() {
+                    s.shape[0] = k;
                 }
-                (n.clone(), s)
+                s
             })
             .collect()
     };
@@ -455,7 +628,7 @@ fn verify_batches_with(
     let mut last: Option<Verification> = None;
     for &k in &batches {
         let k = k as usize;
-        let b = Reference::from_bytes_with(candidate, &batched(k))?;
+        let b = load_candidate(Candidate::Bytes(candidate), &batched(k), runtime)?;
         for &seed in seeds {
             let inputs = b.random_inputs(seed);
             let rb = b.run(&inputs)?;
@@ -511,6 +684,7 @@ fn verify_batches_with(
             let v = Verification {
                 seed,
                 outputs: diffs,
+                runtime: runtime.describe_for(Purpose::Verify),
             };
             if !v.ok() {
                 return Ok(v);

@@ -41,6 +41,8 @@ pub enum Error {
     InputShape { input: String, reason: String },
     #[error("reference runtime: {0}")]
     Runtime(String),
+    #[error("onnxruntime library {}: {reason}", path.display())]
+    OnnxRuntime { path: PathBuf, reason: String },
     #[error("verification failed: {0}")]
     Verification(String),
 }

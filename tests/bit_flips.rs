@@ -43,7 +43,11 @@ fn mutate(bytes: &mut [u8], hot: usize, seed: u64) -> Vec<Edit> {
     let mut r = Rng::new(seed);
     let len = bytes.len();
     let pick = |r: &mut Rng| {
-        let range = if r.next_u64() % 2 == 0 { hot } else { len };
+        let range = if r.next_u64().is_multiple_of(2) {
+            hot
+        } else {
+            len
+        };
         (r.next_u64() % range.max(1) as u64) as usize
     };
     let mut edits = Vec::new();
@@ -54,14 +58,14 @@ fn mutate(bytes: &mut [u8], hot: usize, seed: u64) -> Vec<Edit> {
     };
     for _ in 0..n {
         let offset = pick(&mut r);
-        if r.next_u64() % 2 == 0 {
+        if r.next_u64().is_multiple_of(2) {
             let bit = (r.next_u64() % 8) as u8;
             bytes[offset] ^= 1 << bit;
             edits.push(Edit::Flip { offset, bit });
         } else {
             // Values that stress varints and lengths more than uniform bytes do.
             const SPECIAL: [u8; 6] = [0x00, 0xff, 0x7f, 0x80, 0x01, 0xfe];
-            let byte = if r.next_u64() % 2 == 0 {
+            let byte = if r.next_u64().is_multiple_of(2) {
                 SPECIAL[(r.next_u64() % SPECIAL.len() as u64) as usize]
             } else {
                 r.next_u64() as u8
@@ -501,12 +505,12 @@ fn mutate_field(r: &mut Rng, m: &mut ModelProto) -> String {
         }
         4 => {
             let node = &mut g.node[n];
-            let name = if names.is_empty() || r.next_u64() % 5 == 0 {
+            let name = if names.is_empty() || r.next_u64().is_multiple_of(5) {
                 String::new()
             } else {
                 names[below(r, names.len())].clone()
             };
-            if node.input.is_empty() || r.next_u64() % 4 == 0 {
+            if node.input.is_empty() || r.next_u64().is_multiple_of(4) {
                 node.input.push(name.clone());
             } else {
                 let k = below(r, node.input.len());
@@ -522,14 +526,14 @@ fn mutate_field(r: &mut Rng, m: &mut ModelProto) -> String {
         }
         6 => {
             let node = &mut g.node[n];
-            if !node.attribute.is_empty() && r.next_u64() % 2 == 0 {
+            if !node.attribute.is_empty() && r.next_u64().is_multiple_of(2) {
                 let k = below(r, node.attribute.len());
                 let a = node.attribute.remove(k);
                 format!("removed attribute {:?} of node #{n}", a.name)
             } else {
                 let name = pick(r, &ATTR_NAMES);
                 node.attribute.retain(|a| a.name.as_deref() != Some(name));
-                let a = if r.next_u64() % 2 == 0 {
+                let a = if r.next_u64().is_multiple_of(2) {
                     detrc::eval::attrs::make_int(name, pick(r, &EXTREME_INTS))
                 } else {
                     let len = below(r, 5);
@@ -549,7 +553,7 @@ fn mutate_field(r: &mut Rng, m: &mut ModelProto) -> String {
             }
             let i = below(r, g.initializer.len());
             let t = &mut g.initializer[i];
-            if r.next_u64() % 2 == 0 {
+            if r.next_u64().is_multiple_of(2) {
                 if t.dims.len() > 1 {
                     t.dims.reverse();
                 } else {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
-use detrc::driver::{compile_with, verify_batches};
+use detrc::driver::{compile_with, verify_batches, verify_batches_with, Original};
 use detrc::pass::Pipeline;
 use detrc::reference::compare::Tolerance;
 use detrc::shapes::{Batch, ShapeOptions};
@@ -545,8 +545,9 @@ fn tract_runs_the_family_results_onnxruntime_cannot_load_at_batch_1_to_4() {
         let f = dir.join(name);
         let c = dynamic(&f);
         let change = c.batch.clone().expect("batch changed");
-        let v = verify_batches(
-            &f,
+        // onnxruntime has no GridSample kernel for a float input with a double grid.
+        let v = verify_batches_with(
+            Original::Path(&f),
             &encode(&c.model),
             &change,
             &[1, 2, 3, 4],
@@ -555,6 +556,7 @@ fn tract_runs_the_family_results_onnxruntime_cannot_load_at_batch_1_to_4() {
                 atol: 1e-4,
                 rtol: 1e-4,
             },
+            &detrc::reference::Runtime::Tract,
         )
         .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         assert!(v.ok(), "{}: {:?}", f.display(), v.outputs);

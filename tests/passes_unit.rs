@@ -495,7 +495,7 @@ fn infer_shapes_types_einsum_grid_sample_and_topk_so_their_shapes_fold() {
         .output("e")
         .output("gs")
         .output("tv")
-        .output("shapes");
+        .output_of("shapes", detrc::ir::DType::I64);
     let (g, o) = check(
         "infer_shapes_types_unruled_ops",
         &m,

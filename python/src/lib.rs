@@ -100,7 +100,7 @@ fn category(e: &detrc::Error) -> &'static str {
         E::Validation { stage, .. } if stage == "loading" => "model",
         E::Validation { .. } | E::Pass { .. } => "compile",
         E::UnknownPass { .. } | E::InputShape { .. } => "usage",
-        E::Runtime(_) => "reference",
+        E::Runtime(_) | E::OnnxRuntime { .. } => "reference",
         E::Verification(_) => "verification",
     }
 }
@@ -293,7 +293,16 @@ fn compile_impl(
                 detrc::driver::verify_batches(p, candidate, c, vb, &seeds, tol)?
             }
             (Source::Bytes { data, .. }, Some(c)) => {
-                detrc::driver::verify_batches_bytes(data, candidate, c, vb, &seeds, tol)?
+                let (runtime, _) = detrc::reference::RuntimeChoice::default().resolve()?;
+                detrc::driver::verify_batches_with(
+                    detrc::driver::Original::Bytes(data),
+                    candidate,
+                    c,
+                    vb,
+                    &seeds,
+                    tol,
+                    &runtime,
+                )?
             }
         };
         if !v.ok() {

@@ -37,28 +37,71 @@ pub fn run(a: Args) -> Result<(), Exit> {
         ));
     }
     let mut rows: Vec<(String, Stats)> = Vec::new();
-    {
-        let mut b = open_backend(&a.model, &a.backend, a.json)?;
-        let (decode, norm) = choose_decode(&a.model, b.as_ref(), &a.decode)?;
-        detrc::run::check_decode(b.as_ref(), decode, None)
-            .with_context(|| format!("cannot benchmark {}", a.model.display()))?;
+    // The decode chosen for the model is checked once; each model picks its normalization.
+    let mut checked = false;
+    let mut time = |model: &std::path::Path, args: &BackendArgs| -> Result<Stats, Exit> {
+        let mut b = open_backend(model, args, a.json)?;
+        let (decode, norm) = choose_decode(model, b.as_ref(), &a.decode)?;
+        if !checked {
+            detrc::run::check_decode(b.as_ref(), decode, None)
+                .with_context(|| format!("cannot benchmark {}", model.display()))?;
+            checked = true;
+        }
         let s = measure(b.as_mut(), a.iters, a.warmup, norm)
-            .with_context(|| format!("cannot benchmark {}", a.model.display()))?;
-        rows.push((a.model.display().to_string(), s));
-    }
+            .with_context(|| format!("cannot benchmark {}", model.display()))?;
+        rows.push((model.display().to_string(), s.clone()));
+        Ok(s)
+    };
+    let first = time(&a.model, &a.backend)?;
     if let Some(orig) = &a.compare {
-        let cpu = BackendArgs {
-            backend: Some(BackendKind::Cpu),
+        // The original on the CPU with the same runtime as the model when that ran on the CPU.
+        let on_cpu = first.backend == "cpu";
+        let cpu = |kind: BackendKind| BackendArgs {
+            backend: Some(kind),
             ..a.backend.clone()
         };
-        let mut b = open_backend(orig, &cpu, a.json)?;
-        let (_, norm) = choose_decode(orig, b.as_ref(), &a.decode)?;
-        let s = measure(b.as_mut(), a.iters, a.warmup, norm)
-            .with_context(|| format!("cannot benchmark {}", orig.display()))?;
-        rows.push((orig.display().to_string(), s));
+        let same = if on_cpu
+            && first
+                .runtime
+                .as_deref()
+                .is_some_and(|r| r.starts_with("tract"))
+        {
+            BackendKind::Tract
+        } else if on_cpu {
+            BackendKind::Onnxruntime
+        } else {
+            BackendKind::Cpu
+        };
+        time(orig, &cpu(same))?;
+        // Both runtimes when the user named none and onnxruntime is there: the model and the
+        // original on tract as well.
+        let named = a.backend.runtime.reference.is_some()
+            || a.backend.runtime.onnxruntime.is_some()
+            || matches!(
+                a.backend.backend,
+                Some(BackendKind::Onnxruntime | BackendKind::Tract)
+            );
+        if on_cpu && same == BackendKind::Onnxruntime && !named {
+            time(&a.model, &cpu(BackendKind::Tract))?;
+            time(orig, &cpu(BackendKind::Tract))?;
+        }
     }
     // Throughput ratio rather than latency ratio: the original may have another static batch.
-    let speedup = (rows.len() == 2).then(|| rows[0].1.images_per_s / rows[1].1.images_per_s);
+    // Rows come in (model, original) pairs, one pair per runtime.
+    let speedups: Vec<(String, f64)> = rows
+        .chunks_exact(2)
+        .map(|p| {
+            let label = p[0]
+                .1
+                .runtime
+                .clone()
+                .unwrap_or_else(|| p[0].1.backend.clone());
+            (label, p[0].1.images_per_s / p[1].1.images_per_s)
+        })
+        .collect();
+    let speedup = speedups.first().map(|s| s.1);
+    // onnxruntime over tract on the model, when both ran.
+    let runtime_ratio = (rows.len() == 4).then(|| rows[0].1.images_per_s / rows[2].1.images_per_s);
     if a.json {
         let j = serde_json::json!({
             "results": rows.iter().map(|(m, s)| {
@@ -67,22 +110,33 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 v
             }).collect::<Vec<_>>(),
             "speedup_median": speedup,
+            "speedups": speedups.iter().map(|(r, x)| serde_json::json!({"runtime": r, "speedup": x})).collect::<Vec<_>>(),
+            "onnxruntime_over_tract": runtime_ratio,
         });
         println!("{}", serde_json::to_string(&j)?);
         return Ok(());
     }
     println!(
-        "{:<9} {:>5} {:>6} {:>11} {:>11} {:>10}  model",
-        "backend", "batch", "iters", "median ms", "p90 ms", "images/s"
+        "{:<9} {:<18} {:>5} {:>6} {:>11} {:>11} {:>10}  model",
+        "backend", "runtime", "batch", "iters", "median ms", "p90 ms", "images/s"
     );
     for (m, s) in &rows {
         println!(
-            "{:<9} {:>5} {:>6} {:>11.3} {:>11.3} {:>10.1}  {m}",
-            s.backend, s.batch, s.iters, s.median_ms, s.p90_ms, s.images_per_s
+            "{:<9} {:<18} {:>5} {:>6} {:>11.3} {:>11.3} {:>10.1}  {m}",
+            s.backend,
+            s.runtime.as_deref().unwrap_or("-"),
+            s.batch,
+            s.iters,
+            s.median_ms,
+            s.p90_ms,
+            s.images_per_s
         );
     }
-    if let Some(x) = speedup {
-        println!("speed-up over the original (images/s at the median latency): {x:.2}x");
+    for (r, x) in &speedups {
+        println!("speed-up over the original with {r} (images/s at the median latency): {x:.2}x");
+    }
+    if let Some(x) = runtime_ratio {
+        println!("onnxruntime over tract on {}: {x:.2}x", a.model.display());
     }
     Ok(())
 }

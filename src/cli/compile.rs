@@ -26,9 +26,11 @@ pub struct Args {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Check the result against the input on seeded random inputs with the CPU reference
-    /// runtime; on a mismatch nothing is written and the exit code is 3.
+    /// runtime (--reference); on a mismatch nothing is written and the exit code is 3.
     #[arg(long)]
     verify: bool,
+    #[command(flatten)]
+    runtime: super::runtime::RuntimeArgs,
     /// Seed of the first verification input (with --verify).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -111,6 +113,23 @@ pub fn run(a: Args) -> Result<(), Exit> {
     pipeline.context.fold_budget_bytes = a.fold_budget;
 
     let quiet = a.quiet || a.json;
+    // Resolved before compiling, so a bad --onnxruntime fails fast.
+    let runtime = if a.verify {
+        Some(a.runtime.resolve(quiet)?)
+    } else {
+        None
+    };
+    let seeds: Vec<u64> = (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect();
+    // The original runs first and is dropped before compiling: the two models are never in
+    // memory together.
+    // With --batch the original runs at the batch compile finds, so after compiling.
+    let expected = match &runtime {
+        Some(rt) if a.batch.is_none() => Some(
+            detrc::driver::run_original(detrc::driver::Original::Path(&a.input), &seeds, rt)
+                .with_context(|| format!("verification could not run {}", a.input.display()))?,
+        ),
+        _ => None,
+    };
     let tty = std::io::stderr().is_terminal();
     let t0 = std::time::Instant::now();
     let mut on = |e: Event| {
@@ -158,34 +177,50 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let compile_s = t0.elapsed().as_secs_f64();
 
     let mut verification = None;
-    if a.verify {
-        let bytes = {
-            let mut v = Vec::new();
-            detrc::emit::write_model(&compiled.model, &mut v)?;
-            v
-        };
-        let seeds: Vec<u64> = (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect();
+    if let Some(runtime) = &runtime {
         let tol = Tolerance {
             atol: a.atol,
             rtol: a.rtol,
         };
-        let v = match &compiled.batch {
-            Some(change) => detrc::driver::verify_batches(
-                &a.input,
-                &bytes,
-                change,
-                &a.verify_batches,
+        let v = match (&compiled.batch, &expected) {
+            (Some(change), _) => {
+                let bytes = {
+                    let mut v = Vec::new();
+                    detrc::emit::write_model(&compiled.model, &mut v)?;
+                    v
+                };
+                detrc::driver::verify_batches_with(
+                    detrc::driver::Original::Path(&a.input),
+                    &bytes,
+                    change,
+                    &a.verify_batches,
+                    &seeds,
+                    tol,
+                    runtime,
+                )
+            }
+            (None, Some(expected)) => {
+                // Pages of the input's memory map that only the original's weights used
+                // (those folded into new tensors) would stay resident; the compiled model's
+                // run faults back in the ones it reads.
+                detrc::load::release_mapped_pages();
+                detrc::driver::check_candidate(
+                    expected,
+                    detrc::driver::Candidate::Model(&compiled.model),
+                    tol,
+                    runtime,
+                )
+            }
+            (None, None) => detrc::driver::verify_with(
+                detrc::driver::Original::Path(&a.input),
+                detrc::driver::Candidate::Model(&compiled.model),
                 &seeds,
                 tol,
+                runtime,
             ),
-            None => detrc::driver::verify(&a.input, &bytes, &seeds, tol),
         }
         .context("verification could not run")?;
         if !v.ok() {
-            let tol = Tolerance {
-                atol: a.atol,
-                rtol: a.rtol,
-            };
             return Err(Exit(EXIT_VERIFY, anyhow!(v.failure_message(tol))));
         }
         verification = Some(v);
@@ -224,6 +259,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "ops_before": compiled.ops_before, "ops_after": compiled.ops_after,
             "seconds": compile_s,
             "verified": verification.as_ref().map(|v| v.ok()),
+            "verified_with": verification.as_ref().map(|v| v.runtime.clone()),
         });
         println!("{}", serde_json::to_string(&j)?);
     } else if !a.quiet {
@@ -234,7 +270,8 @@ pub fn run(a: Args) -> Result<(), Exit> {
             a.output.display(),
             match &verification {
                 Some(v) => format!(
-                    ", verified (max |diff| {:.2e})",
+                    ", verified with {} (max |diff| {:.2e})",
+                    v.runtime,
                     v.outputs.iter().map(|o| o.max_abs).fold(0f32, f32::max)
                 ),
                 None => String::new(),

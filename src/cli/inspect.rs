@@ -29,15 +29,28 @@ pub fn run(a: Args) -> Result<(), Exit> {
         }
     };
     let s = detrc::driver::summary(&g);
+    // What `--verify` and the CPU backend would run this model with, by default.
+    let runtime = match detrc::reference::RuntimeChoice::default().resolve() {
+        Ok((rt, note)) => {
+            let mut s = rt.describe_for(detrc::reference::Purpose::Verify);
+            if let Some(n) = note {
+                s = format!("{s} ({n})");
+            }
+            s
+        }
+        Err(e) => format!("none usable: {e}"),
+    };
     if a.json {
         let mut j = serde_json::to_value(&s)?;
         j["model"] = serde_json::json!(a.model);
+        j["reference_runtime"] = serde_json::json!(runtime);
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
     }
     println!("model:   {}", a.model.display());
     println!("opset:   {}", s.opset);
     println!("nodes:   {}", s.nodes);
+    println!("runtime: {runtime}");
     for i in &s.inputs {
         println!("input:   {}: {}", i.name, i.ty);
     }

@@ -6,6 +6,7 @@ mod compile;
 mod inspect;
 mod quantize;
 mod run;
+mod runtime;
 
 use std::process::ExitCode;
 

@@ -11,8 +11,12 @@ use super::Exit;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
-    /// The tract reference runtime on an ONNX model.
+    /// An ONNX model on the CPU (onnxruntime when installed, else tract; see --reference).
     Cpu,
+    /// The CPU backend with onnxruntime (as --backend cpu --reference onnxruntime).
+    Onnxruntime,
+    /// The CPU backend with tract (as --backend cpu --reference tract).
+    Tract,
     /// A serialized TensorRT-RTX engine on an NVIDIA GPU.
     Tensorrt,
 }
@@ -36,9 +40,12 @@ impl BackendKind {
 /// Options shared by `run` and `bench` for opening a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BackendArgs {
-    /// cpu (ONNX, tract) or tensorrt (engine); default: cpu for *.onnx, tensorrt otherwise.
+    /// cpu (ONNX; onnxruntime or tract), onnxruntime, tract, or tensorrt (engine); default:
+    /// cpu for *.onnx, tensorrt otherwise.
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
+    #[command(flatten)]
+    pub runtime: super::runtime::RuntimeArgs,
     /// Folder holding the TensorRT-RTX libraries (else $DETRC_TENSORRT_DIR, <repo>/.trt, the
     /// system search path).
     #[arg(long)]
@@ -143,9 +150,26 @@ pub fn open_backend(
         batch: args.batch,
         size: args.input_size,
     };
-    match BackendKind::choose(model, args.backend) {
-        BackendKind::Cpu => {
-            let b = CpuBackend::load_with(model, &fix).with_context(|| {
+    let kind = BackendKind::choose(model, args.backend);
+    let mut rt_args = args.runtime.clone();
+    let forced = match kind {
+        BackendKind::Onnxruntime => Some(super::runtime::ReferenceKind::Onnxruntime),
+        BackendKind::Tract => Some(super::runtime::ReferenceKind::Tract),
+        _ => None,
+    };
+    if let Some(f) = forced {
+        if rt_args.reference.is_some_and(|r| r != f) {
+            return Err(Exit(
+                super::EXIT_USAGE,
+                anyhow::anyhow!("--backend and --reference name different runtimes"),
+            ));
+        }
+        rt_args.reference = Some(f);
+    }
+    match kind {
+        BackendKind::Cpu | BackendKind::Onnxruntime | BackendKind::Tract => {
+            let runtime = rt_args.resolve(quiet)?;
+            let b = CpuBackend::load_with(model, &fix, &runtime).with_context(|| {
                 format!(
                     "cannot load {} with the CPU backend (it runs ONNX models; engines need \
                      --backend tensorrt)",

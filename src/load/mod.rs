@@ -37,7 +37,55 @@ pub fn map_file(path: &Path) -> Result<Bytes> {
     // would fault; that is the documented hazard of every mmap-based loader and we write our
     // own outputs by rename, never in place.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
-    Ok(Bytes::from_owner(map))
+    Ok(Bytes::from_owner(Mapped::new(map)))
+}
+
+/// A file map registered for [`release_mapped_pages`] while it lives.
+struct Mapped(memmap2::Mmap);
+
+static MAPPED: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+
+fn mapped() -> std::sync::MutexGuard<'static, Vec<(usize, usize)>> {
+    MAPPED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Mapped {
+    fn new(map: memmap2::Mmap) -> Mapped {
+        mapped().push((map.as_ptr() as usize, map.len()));
+        Mapped(map)
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // Unregistered before the map goes, under the lock release_mapped_pages holds.
+        let mut m = mapped();
+        let key = (self.0.as_ptr() as usize, self.0.len());
+        if let Some(i) = m.iter().position(|&e| e == key) {
+            m.swap_remove(i);
+        }
+    }
+}
+
+/// Drops the resident pages of every live model file map from this process's memory. The maps
+/// are read-only and file-backed, so nothing is lost: a page read again is faulted back in from
+/// the page cache. What it frees are pages nothing reads any more (weights a pass replaced),
+/// which would otherwise count in the process's memory until the map goes.
+pub fn release_mapped_pages() {
+    let m = mapped();
+    for &(addr, len) in m.iter() {
+        // SAFETY: a live read-only shared file mapping (registered while its Mmap lives, and
+        // the lock keeps it alive here); MADV_DONTNEED on it only drops page-table entries.
+        unsafe {
+            libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 /// Decodes a model without touching external data: the exact protobuf as stored.

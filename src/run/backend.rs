@@ -1,5 +1,5 @@
 //! Inference backends: what `detrc run` and `detrc bench` need from a runtime, the CPU backend
-//! (the tract reference runtime on ONNX), and the checks on a model's inputs.
+//! (onnxruntime or tract on ONNX, see [`crate::reference`]), and the checks on a model's inputs.
 //!
 //! A model has an image input `[B, 3, H, W]` and, for the official RT-DETR / D-FINE deploy
 //! graphs, an `orig_target_sizes`-style input `[B, 2]` fed with each image's `[w, h]`. Dynamic
@@ -14,7 +14,7 @@ use ndarray::{ArrayD, IxDyn};
 use super::decode::RawOutputs;
 use super::error::{Result, RunError};
 use super::preprocess::{self, Normalize};
-use crate::reference::Reference;
+use crate::reference::{Model, Purpose, Reference, Runtime, RuntimeChoice};
 
 /// The input geometry `[batch, 3, height, width]` a model runs at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +153,11 @@ pub trait Backend {
     /// "cpu" or "tensorrt".
     fn name(&self) -> &'static str;
     fn shape(&self) -> ModelShape;
+    /// The runtime under the backend and its version, where there is a choice (the CPU
+    /// backend: "onnxruntime 1.31.1" or "tract 0.23").
+    fn runtime(&self) -> Option<String> {
+        None
+    }
     /// The outputs as the model declares them: names and shapes, -1 where a dimension is
     /// known only at run time.
     fn outputs(&self) -> Vec<(String, Vec<i64>)>;
@@ -180,10 +185,11 @@ pub(crate) fn check_batch(got: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
-/// The CPU backend: the tract reference runtime on an ONNX model, planned for one concrete
-/// input shape.
+/// The CPU backend: a reference runtime (onnxruntime or tract) on an ONNX model, run at one
+/// concrete input shape.
 pub struct CpuBackend {
     reference: Reference,
+    runtime: Runtime,
     shape: ModelShape,
     roles: InputRoles,
     input_dims: Vec<Vec<usize>>,
@@ -191,13 +197,16 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// Loads a model with static inputs.
+    /// Loads a model with static inputs on the default runtime: onnxruntime when installed,
+    /// else tract.
     pub fn load(path: &Path) -> Result<CpuBackend> {
-        Self::load_with(path, &Fix::default())
+        let (runtime, _) = RuntimeChoice::default().resolve()?;
+        Self::load_with(path, &Fix::default(), &runtime)
     }
 
-    /// Loads the model with its dynamic dimensions fixed by `fix` (batch default 1).
-    pub fn load_with(path: &Path, fix: &Fix) -> Result<CpuBackend> {
+    /// Loads the model on `runtime` with its dynamic dimensions fixed by `fix` (batch
+    /// default 1).
+    pub fn load_with(path: &Path, fix: &Fix, runtime: &Runtime) -> Result<CpuBackend> {
         let proto = crate::load::load_proto(path)?;
         let declared = crate::reference::declared_inputs(&proto)?;
         let as_i64 = |d: &Option<usize>| d.map_or(-1, |v| v as i64);
@@ -222,10 +231,17 @@ impl CpuBackend {
         }
         let input_dims = specs.iter().map(|s| s.shape.clone()).collect();
         let outputs = super::decode::model_outputs(&proto);
+        let names = crate::reference::output_names(&proto);
         drop(proto);
-        let reference = Reference::from_path_with_inputs(path, specs)?;
+        let reference = Reference::load(
+            Model::Path(path),
+            runtime,
+            Purpose::Inference,
+            Some((specs, names)),
+        )?;
         Ok(CpuBackend {
             reference,
+            runtime: runtime.clone(),
             shape,
             roles,
             input_dims,
@@ -241,6 +257,10 @@ impl Backend for CpuBackend {
 
     fn shape(&self) -> ModelShape {
         self.shape
+    }
+
+    fn runtime(&self) -> Option<String> {
+        Some(self.runtime.describe())
     }
 
     fn outputs(&self) -> Vec<(String, Vec<i64>)> {

@@ -14,6 +14,9 @@ use super::preprocess::{self, Normalize};
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub backend: String,
+    /// The CPU backend's runtime and version ("onnxruntime 1.31.1", "tract 0.23").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     pub batch: usize,
     pub iters: usize,
     pub median_ms: f64,
@@ -92,6 +95,7 @@ pub fn measure(
     let (median_ms, p90_ms) = median_p90(&ms);
     Ok(Stats {
         backend: backend.name().to_string(),
+        runtime: backend.runtime(),
         batch: s.batch,
         iters,
         median_ms,

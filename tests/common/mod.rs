@@ -145,6 +145,12 @@ impl M {
         self.outputs.push(vi(name, DType::F32, None));
         self
     }
+    /// An output of another type than float (onnxruntime refuses a model whose declared
+    /// output type contradicts the node's).
+    pub fn output_of(mut self, name: &str, dtype: DType) -> Self {
+        self.outputs.push(vi(name, dtype, None));
+        self
+    }
     pub fn f32(mut self, name: &str, dims: &[i64], v: &[f32]) -> Self {
         self.inits.push(f32_tensor(name, dims, v));
         self
@@ -215,10 +221,42 @@ pub fn apply(g: &mut Graph, p: &dyn Pass) -> Outcome {
     o
 }
 
-/// Asserts two encoded models compute the same outputs on seeded random inputs.
+/// onnxruntime for the cross-checks: $DETRC_ONNXRUNTIME, else <repo>/.ort
+/// (scripts/install_onnxruntime.sh). `None` when it is absent, which is a failure when
+/// DETRC_REQUIRE_ONNXRUNTIME is set (scripts/test.sh sets it).
+pub fn ort_runtime() -> Option<detrc::reference::Runtime> {
+    let lib = std::env::var_os("DETRC_ONNXRUNTIME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".ort/libonnxruntime.so.1.31.1"));
+    if !lib.exists() {
+        assert!(
+            std::env::var_os("DETRC_REQUIRE_ONNXRUNTIME").is_none(),
+            "DETRC_REQUIRE_ONNXRUNTIME is set but {} is missing",
+            lib.display()
+        );
+        return None;
+    }
+    let lib = detrc::reference::onnxruntime::check_file(&lib).expect("onnxruntime is usable");
+    Some(detrc::reference::Runtime::OnnxRuntime(lib))
+}
+
+/// Asserts two encoded models compute the same outputs on seeded random inputs, with tract and,
+/// when it is installed, onnxruntime.
 pub fn assert_same_outputs(a: &[u8], b: &[u8], tol: f32) {
     let ra = Reference::from_bytes(a).expect("original runs");
     let rb = Reference::from_bytes(b).expect("rewritten runs");
+    assert_same_with(&ra, &rb, tol);
+    if let Some(rt) = ort_runtime() {
+        use detrc::reference::{Model, Purpose};
+        let load = |m: &[u8]| Reference::load(Model::Bytes(m), &rt, Purpose::Verify, None);
+        let oa = load(a).expect("original runs in onnxruntime");
+        let ob = load(b).expect("rewritten runs in onnxruntime");
+        assert_same_with(&oa, &ob, tol);
+    }
+}
+
+fn assert_same_with(ra: &Reference, rb: &Reference, tol: f32) {
     for seed in [0u64, 1] {
         let inputs = ra.random_inputs(seed);
         let oa = ra.run(&inputs).expect("runs");
