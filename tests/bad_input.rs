@@ -203,7 +203,33 @@ fn verification_failure_exits_3_and_writes_nothing() {
     assert_eq!(file_names(d.path()), Vec::<String>::new());
     let o = compile(&f, &out, &["--verify"]);
     assert!(o.status.success());
-    assert!(out.exists());
+    // Verified from the files it wrote beside the output, then moved there: nothing else left.
+    assert_eq!(file_names(d.path()), vec!["o.onnx".to_string()]);
+    let o = compile(&f, &out, &["--verify", "--external-data", "always"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        file_names(d.path()),
+        vec!["o.onnx".to_string(), "o.onnx.data".to_string()]
+    );
+    let o = compile(
+        &f,
+        &out,
+        &[
+            "--verify",
+            "--external-data",
+            "always",
+            "--atol",
+            "0",
+            "--rtol",
+            "0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    // The earlier result stays as it was.
+    assert_eq!(
+        file_names(d.path()),
+        vec!["o.onnx".to_string(), "o.onnx.data".to_string()]
+    );
 }
 
 #[test]

@@ -140,3 +140,27 @@ fn models_over_the_protobuf_limit_switch_to_external_data_automatically() {
     detrc::emit::save(&m, &small, ExternalData::Auto).unwrap();
     assert!(!dir.path().join("small.onnx.data").exists());
 }
+
+#[test]
+fn decoded_weights_know_their_place_in_the_model_file() {
+    // What lets onnxruntime map a model's weights from its file instead of being handed a
+    // copy: each raw initializer decoded from a mapped file points into that file.
+    let f = fixture("detr_tiny_op17_b1.onnx");
+    let file = std::fs::read(&f).unwrap();
+    let m = detrc::load::load(&f).unwrap().proto;
+    let mut checked = 0;
+    for t in &m.graph.as_ref().unwrap().initializer {
+        let Some(raw) = t.raw_data.as_ref().filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let (path, offset) = detrc::load::mapped_origin(raw).expect("inside the map");
+        assert_eq!(path, std::fs::canonicalize(&f).unwrap());
+        let at = offset as usize;
+        assert_eq!(&file[at..at + raw.len()], &raw[..], "{:?}", t.name);
+        checked += 1;
+    }
+    assert!(checked > 10, "{checked}");
+    // Bytes a pass computed lie in no file.
+    assert!(detrc::load::mapped_origin(&[0u8; 64]).is_none());
+    drop(m);
+}

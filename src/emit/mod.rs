@@ -151,6 +151,69 @@ fn write_tensor_field<W: Write + ?Sized>(
     Ok(())
 }
 
+/// A model written to a hidden folder beside its destination, published by [`Staged::commit`]
+/// (a rename per file, on the same filesystem) or discarded when dropped: a caller can check
+/// the written files, and drop the model from memory meanwhile, before anything appears at the
+/// destination.
+pub struct Staged {
+    dir: tempfile::TempDir,
+    file_name: std::ffi::OsString,
+    dest: std::path::PathBuf,
+}
+
+/// [`save`] into a [`Staged`] folder beside `path`.
+pub fn stage(model: &ModelProto, path: &Path, mode: ExternalData) -> Result<Staged> {
+    let werr = |cause| Error::Write {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Invalid(format!("output path {} has no file name", path.display())))?
+        .to_os_string();
+    let parent = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(werr)?;
+    let dir = tempfile::Builder::new()
+        .prefix(".detrc-stage.")
+        .tempdir_in(parent)
+        .map_err(werr)?;
+    save(model, &dir.path().join(&file_name), mode)?;
+    Ok(Staged {
+        dir,
+        file_name,
+        dest: path.to_path_buf(),
+    })
+}
+
+impl Staged {
+    /// The staged model file.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join(&self.file_name)
+    }
+
+    /// Moves the staged files to the destination: the external data first, so the model never
+    /// names data that is not there yet.
+    pub fn commit(self) -> Result<()> {
+        let data_name = {
+            let mut n = self.file_name.clone();
+            n.push(".data");
+            n
+        };
+        let data = self.dir.path().join(&data_name);
+        if data.exists() {
+            let to = self.dest.with_file_name(&data_name);
+            std::fs::rename(&data, &to).map_err(|cause| Error::Write { path: to, cause })?;
+        }
+        std::fs::rename(self.path(), &self.dest).map_err(|cause| Error::Write {
+            path: self.dest.clone(),
+            cause,
+        })
+    }
+}
+
 /// Saves `model` to `path` atomically. With external data, tensors move into
 /// `<file name>.data` beside it; both files appear only once complete.
 pub fn save(model: &ModelProto, path: &Path, mode: ExternalData) -> Result<()> {

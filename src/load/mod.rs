@@ -37,23 +37,39 @@ pub fn map_file(path: &Path) -> Result<Bytes> {
     // would fault; that is the documented hazard of every mmap-based loader and we write our
     // own outputs by rename, never in place.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
-    Ok(Bytes::from_owner(Mapped::new(map)))
+    let origin = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok(Bytes::from_owner(Mapped::new(map, origin)))
 }
 
-/// A file map registered for [`release_mapped_pages`] while it lives.
+/// A file map registered for [`release_mapped_pages`] and [`mapped_origin`] while it lives.
 struct Mapped(memmap2::Mmap);
 
-static MAPPED: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+/// Live maps: start address, length, and the file mapped.
+type Registry = Vec<(usize, usize, PathBuf)>;
 
-fn mapped() -> std::sync::MutexGuard<'static, Vec<(usize, usize)>> {
+static MAPPED: std::sync::Mutex<Registry> = std::sync::Mutex::new(Vec::new());
+
+fn mapped() -> std::sync::MutexGuard<'static, Registry> {
     MAPPED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Mapped {
-    fn new(map: memmap2::Mmap) -> Mapped {
-        mapped().push((map.as_ptr() as usize, map.len()));
+    fn new(map: memmap2::Mmap, origin: PathBuf) -> Mapped {
+        mapped().push((map.as_ptr() as usize, map.len(), origin));
         Mapped(map)
     }
+}
+
+/// The file and byte offset `bytes` were mapped from, when they lie inside a live map made by
+/// [`map_file`]: tensors decoded from a model file point into its map, so a runtime that maps
+/// files itself can be told where to find them instead of being handed a copy.
+pub fn mapped_origin(bytes: &[u8]) -> Option<(PathBuf, u64)> {
+    let start = bytes.as_ptr() as usize;
+    let end = start.checked_add(bytes.len())?;
+    mapped()
+        .iter()
+        .find(|(a, l, _)| start >= *a && end <= a + l)
+        .map(|(a, _, p)| (p.clone(), (start - a) as u64))
 }
 
 impl AsRef<[u8]> for Mapped {
@@ -67,7 +83,7 @@ impl Drop for Mapped {
         // Unregistered before the map goes, under the lock release_mapped_pages holds.
         let mut m = mapped();
         let key = (self.0.as_ptr() as usize, self.0.len());
-        if let Some(i) = m.iter().position(|&e| e == key) {
+        if let Some(i) = m.iter().position(|e| (e.0, e.1) == key) {
             m.swap_remove(i);
         }
     }
@@ -79,7 +95,7 @@ impl Drop for Mapped {
 /// which would otherwise count in the process's memory until the map goes.
 pub fn release_mapped_pages() {
     let m = mapped();
-    for &(addr, len) in m.iter() {
+    for &(addr, len, _) in m.iter() {
         // SAFETY: a live read-only shared file mapping (registered while its Mmap lives, and
         // the lock keeps it alive here); MADV_DONTNEED on it only drops page-table entries.
         unsafe {

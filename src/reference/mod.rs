@@ -425,6 +425,10 @@ impl Reference {
             source,
             onnxruntime::SessionOptions::for_purpose(purpose),
         )?;
+        // onnxruntime 1.31 copies the weights it is handed into the session (measured: the
+        // session grows by the weights' size whichever API hands them over), so the pages of
+        // the model file read for it are not needed any more until something reads them again.
+        crate::load::release_mapped_pages();
         Ok(Reference {
             engine: Engine::Ort(m),
             inputs,

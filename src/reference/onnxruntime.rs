@@ -444,16 +444,32 @@ const IN_PLACE_BYTES: usize = 4096;
 /// An initializer onnxruntime gets as a tensor over its bytes: name, element type, dims, bytes.
 type InPlaceWeight = (String, TensorElementType, Vec<i64>, bytes::Bytes);
 
-/// The graph of `m` with its large raw initializers marked external (no bytes), and those
-/// initializers.
-fn split_weights(
-    m: &crate::load::proto::ModelProto,
-) -> (crate::load::proto::ModelProto, Vec<InPlaceWeight>) {
+/// How the large initializers of a decoded model reach onnxruntime.
+struct Split {
+    /// The graph, those initializers marked external (no bytes).
+    skeleton: crate::load::proto::ModelProto,
+    /// The folder of the model files the graph's external data now points into: onnxruntime
+    /// maps those files itself and uses the weights where they lie, without a copy.
+    folder: Option<PathBuf>,
+    /// The rest (weights a pass computed), handed over as tensors: onnxruntime 1.31 copies
+    /// those into the session (measured: the session grows by their size).
+    handed: Vec<InPlaceWeight>,
+}
+
+/// Marks the large raw initializers of `m` external: those whose bytes lie in a mapped model
+/// file (see [`crate::load::mapped_origin`]) at their place in that file, the others as
+/// tensors handed over in memory.
+fn split_weights(m: &crate::load::proto::ModelProto) -> Split {
     use crate::load::proto::StringStringEntryProto;
     let mut skeleton = m.clone();
-    let mut weights = Vec::new();
+    let mut handed = Vec::new();
+    let mut folder: Option<PathBuf> = None;
     let Some(g) = skeleton.graph.as_mut() else {
-        return (skeleton, weights);
+        return Split {
+            skeleton,
+            folder,
+            handed,
+        };
     };
     for t in g.initializer.iter_mut() {
         let (Some(raw), Some(name)) = (t.raw_data.as_ref(), t.name.as_ref()) else {
@@ -471,20 +487,42 @@ fn split_weights(
         if raw.len() < IN_PLACE_BYTES || !size_ok || t.data_location == Some(1) {
             continue;
         }
-        weights.push((name.clone(), ty, t.dims.clone(), raw.clone()));
         let kv = |k: &str, v: String| StringStringEntryProto {
             key: Some(k.into()),
             value: Some(v),
         };
-        t.external_data = vec![
-            kv("location", "detrc-in-memory".into()),
-            kv("offset", "0".into()),
-            kv("length", raw.len().to_string()),
-        ];
+        // One folder per session: files elsewhere are handed over like computed weights.
+        let in_file = crate::load::mapped_origin(raw).and_then(|(path, offset)| {
+            let (dir, file) = (path.parent()?, path.file_name()?.to_str()?);
+            let same = folder.as_deref().is_none_or(|f| f == dir);
+            same.then(|| (dir.to_path_buf(), file.to_string(), offset))
+        });
+        t.external_data = match in_file {
+            Some((dir, file, offset)) => {
+                folder = Some(dir);
+                vec![
+                    kv("location", file),
+                    kv("offset", offset.to_string()),
+                    kv("length", raw.len().to_string()),
+                ]
+            }
+            None => {
+                handed.push((name.clone(), ty, t.dims.clone(), raw.clone()));
+                vec![
+                    kv("location", "detrc-in-memory".into()),
+                    kv("offset", "0".into()),
+                    kv("length", raw.len().to_string()),
+                ]
+            }
+        };
         t.data_location = Some(1);
         t.raw_data = None;
     }
-    (skeleton, weights)
+    Split {
+        skeleton,
+        folder,
+        handed,
+    }
 }
 
 fn element_type(onnx: i32) -> Option<TensorElementType> {
@@ -560,8 +598,23 @@ impl OrtModel {
             ModelSource::Path(p) => b.commit_from_file(p),
             ModelSource::Bytes(bytes) => b.commit_from_memory(bytes),
             ModelSource::Proto(m) => {
-                let (skeleton, split) = split_weights(m);
-                for (name, ty, dims, bytes) in split {
+                let Split {
+                    skeleton,
+                    folder,
+                    handed,
+                } = split_weights(m);
+                if let Some(dir) = folder {
+                    let dir = dir.to_str().ok_or_else(|| {
+                        e("weights", format!("folder {} is not UTF-8", dir.display()))
+                    })?;
+                    b = b
+                        .with_config_entry(
+                            "session.model_external_initializers_file_folder_path",
+                            dir,
+                        )
+                        .map_err(|x| e("session options", x.to_string()))?;
+                }
+                for (name, ty, dims, bytes) in handed {
                     let v = tensor_over(ty, &dims, &bytes)?;
                     b = b
                         .with_external_initializer(&name, v)
