@@ -351,14 +351,7 @@ pub fn verify(
     seeds: &[u64],
     tol: Tolerance,
 ) -> Result<Verification> {
-    let (runtime, _) = RuntimeChoice::default().resolve()?;
-    verify_with(
-        Original::Path(original),
-        Candidate::Bytes(candidate),
-        seeds,
-        tol,
-        &runtime,
-    )
+    verify_default(Original::Path(original), candidate, seeds, tol)
 }
 
 /// [`verify`] for an original held in memory (encoded ONNX, external data inlined).
@@ -368,14 +361,18 @@ pub fn verify_bytes(
     seeds: &[u64],
     tol: Tolerance,
 ) -> Result<Verification> {
+    verify_default(Original::Bytes(original), candidate, seeds, tol)
+}
+
+fn verify_default(
+    original: Original<'_>,
+    candidate: &[u8],
+    seeds: &[u64],
+    tol: Tolerance,
+) -> Result<Verification> {
     let (runtime, _) = RuntimeChoice::default().resolve()?;
-    verify_with(
-        Original::Bytes(original),
-        Candidate::Bytes(candidate),
-        seeds,
-        tol,
-        &runtime,
-    )
+    let candidate = Candidate::Bytes(candidate);
+    verify_with(original, candidate, seeds, tol, &runtime)
 }
 
 /// The model verification starts from.
@@ -430,6 +427,23 @@ fn decode_original(original: Original<'_>) -> Result<ModelProto> {
     }
 }
 
+/// The original in `runtime`: onnxruntime from `decoded` (its weights mapped from the file, see
+/// [`crate::reference::onnxruntime`]), tract from the file or bytes it parses itself.
+fn load_original(
+    original: Original<'_>,
+    decoded: &ModelProto,
+    runtime: &Runtime,
+    specs: Vec<InputSpec>,
+    names: Vec<String>,
+) -> Result<Reference> {
+    let model = match (runtime, original) {
+        (Runtime::OnnxRuntime(_), _) => ModelRef::Proto(decoded),
+        (Runtime::Tract, Original::Path(p)) => ModelRef::Path(p),
+        (Runtime::Tract, Original::Bytes(b)) => ModelRef::Bytes(b),
+    };
+    Reference::load(model, runtime, Purpose::Verify, Some((specs, names)))
+}
+
 /// Loads `original` once, runs it on every seed and drops it. A batch left dynamic runs at 1
 /// (see [`crate::reference::batch_one_shapes`]).
 pub fn run_original(original: Original<'_>, seeds: &[u64], runtime: &Runtime) -> Result<Expected> {
@@ -444,17 +458,7 @@ pub fn run_original(original: Original<'_>, seeds: &[u64], runtime: &Runtime) ->
         .iter()
         .map(|&s| crate::reference::random::inputs(&specs, s))
         .collect();
-    let model = match (runtime, original) {
-        (Runtime::OnnxRuntime(_), _) => ModelRef::Proto(&loaded),
-        (Runtime::Tract, Original::Path(p)) => ModelRef::Path(p),
-        (Runtime::Tract, Original::Bytes(b)) => ModelRef::Bytes(b),
-    };
-    let a = Reference::load(
-        model,
-        runtime,
-        Purpose::Verify,
-        Some((specs.clone(), names)),
-    )?;
+    let a = load_original(original, &loaded, runtime, specs.clone(), names)?;
     let outputs = inputs
         .iter()
         .map(|i| a.run(i))
@@ -601,12 +605,7 @@ pub fn verify_batches_with(
         let loaded = decode_original(original)?;
         let specs = crate::reference::input_specs_with(&loaded, &change.input_shapes)?;
         let names = output_names(&loaded);
-        let model = match (runtime, original) {
-            (Runtime::OnnxRuntime(_), _) => ModelRef::Proto(&loaded),
-            (Runtime::Tract, Original::Path(p)) => ModelRef::Path(p),
-            (Runtime::Tract, Original::Bytes(b)) => ModelRef::Bytes(b),
-        };
-        Reference::load(model, runtime, Purpose::Verify, Some((specs, names)))?
+        load_original(original, &loaded, runtime, specs, names)?
     };
     // The candidate's inputs at batch k: the original's, with the batch axis resized.
     let batched = |k: usize| -> Vec<InputSpec> {

@@ -301,17 +301,22 @@ fn a_bad_library_in_a_default_place_is_skipped_with_a_note() {
     std::fs::write(&bad, "not a library").unwrap();
     let out = dir.path().join("o.onnx");
     let f = fixture("detr_tiny_op17_b1.onnx");
-    let o = Command::new(&exe)
-        .args([
-            "compile",
-            f.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--verify",
-        ])
-        .env_remove("DETRC_ONNXRUNTIME")
-        .output()
-        .unwrap();
+    // The copied binary with no library named: only the default places are searched.
+    let verify = |extra: &[&str]| {
+        Command::new(&exe)
+            .args([
+                "compile",
+                f.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--verify",
+            ])
+            .args(extra)
+            .env_remove("DETRC_ONNXRUNTIME")
+            .output()
+            .unwrap()
+    };
+    let o = verify(&[]);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(
@@ -320,18 +325,7 @@ fn a_bad_library_in_a_default_place_is_skipped_with_a_note() {
     );
     assert!(err.contains("verified with"), "{err}");
     // Asking for onnxruntime by name still works when <repo>/.ort has it, and fails otherwise.
-    let o = Command::new(&exe)
-        .args([
-            "compile",
-            f.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--verify",
-        ])
-        .args(["--reference", "onnxruntime"])
-        .env_remove("DETRC_ONNXRUNTIME")
-        .output()
-        .unwrap();
+    let o = verify(&["--reference", "onnxruntime"]);
     if library().is_some_and(|lib| lib.path.starts_with(root().join(".ort"))) {
         assert!(o.status.success(), "{}", stderr(&o));
     }
