@@ -542,3 +542,60 @@ fn eliminate_noops_drops_the_softmax_nan_guard_only_without_a_mask() {
     apply(&mut g, &eliminate_noops::EliminateNoops);
     assert_eq!(op_count(&g, "Where"), 1);
 }
+
+#[test]
+fn fold_constants_folds_clip_and_split_of_constants() {
+    // Conditional / DAB-DETR's inverse sigmoid of learned reference points: Clip of a
+    // constant, then a Split of the (x, y) pair; everything before the input's Mul is known.
+    let m = M::new(17)
+        .input("x", &[1, 3, 1])
+        .output("y")
+        .rand("ref", &[1, 3, 2], 7)
+        .f32("lo", &[], &[0.0])
+        .f32("hi", &[], &[0.4])
+        .i64("halves", &[2], &[1, 1])
+        .node("Clip", &["ref", "lo", "hi"], &["c"], vec![])
+        .node("Clip", &["c", "", "hi"], &["c2"], vec![])
+        .node(
+            "Split",
+            &["c2", "halves"],
+            &["a", "b"],
+            vec![int_attr("axis", -1)],
+        )
+        .node("Split", &["c2"], &["p", "q"], vec![int_attr("axis", 2)])
+        .node("Sub", &["a", "q"], &["d"], vec![])
+        .node("Add", &["b", "p"], &["e"], vec![])
+        .node("Mul", &["d", "e"], &["f"], vec![])
+        .node("Mul", &["x", "f"], &["y"], vec![]);
+    let (g, o) = check("fold_clip_split", &m, &fold_constants::FoldConstants);
+    assert!(changed(&o));
+    assert_eq!(g.num_ops(), 1, "only the Mul by the input stays");
+    // Opset 12: Split sizes and Clip bounds are attributes (Clip-11 already took inputs, so
+    // the attribute form is opset 6-10).
+    let m = M::new(10)
+        .input("x", &[1, 4])
+        .output("y")
+        .rand("c", &[1, 4], 8)
+        .node(
+            "Clip",
+            &["c"],
+            &["cl"],
+            vec![detrc::eval::attrs::make_float("max", 0.1)],
+        )
+        .node(
+            "Split",
+            &["cl"],
+            &["a", "b"],
+            vec![int_attr("axis", 1), ints_attr("split", &[3, 1])],
+        )
+        .node("ReduceSum", &["a"], &["s"], vec![ints_attr("axes", &[1])])
+        .node("Mul", &["s", "b"], &["t"], vec![])
+        .node("Add", &["x", "t"], &["y"], vec![]);
+    let mut g = m.graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    let before = g.clone();
+    let o = apply(&mut g, &fold_constants::FoldConstants);
+    assert!(changed(&o), "{o:?}");
+    assert_eq!(g.num_ops(), 1, "{:?}", g.op_histogram());
+    assert_same_outputs_graph(&before, &g);
+}

@@ -263,6 +263,32 @@ pub fn eval_op(
             }
             one(acc)
         }
+        "Clip" => {
+            // Bounds are inputs from opset 11, attributes before; either may be absent.
+            let bound = |slot: usize, attr: &str| -> R<Option<Tensor>> {
+                if opset >= 11 {
+                    return Ok(inputs.get(slot).cloned().flatten());
+                }
+                match attrs::float(at, attr) {
+                    Some(v) => Ok(Some(cast(
+                        &Tensor::F32(ArrayD::from_elem(IxDyn(&[]), v)),
+                        x()?.dtype(),
+                    )?)),
+                    None => Ok(None),
+                }
+            };
+            let mut acc = x()?.clone();
+            if let Some(lo) = bound(1, "min")? {
+                acc = num_binary!(&acc, &lo, op, |p, q| if q > p { q } else { p });
+            }
+            if let Some(hi) = bound(2, "max")? {
+                acc = num_binary!(&acc, &hi, op, |p, q| if q < p { q } else { p });
+            }
+            if acc.shape() != x()?.shape() {
+                return inv("Clip bounds must be scalars");
+            }
+            one(acc)
+        }
         "Pow" => {
             let e = y()?
                 .as_f64_vec()
@@ -485,6 +511,46 @@ pub fn eval_op(
                 slices[a] = onnx_slice(starts[k], ends[k], steps[k], s[a] as i64)?;
             }
             one(map_any!(data, arr => arr.slice_each_axis(|d| slices[d.axis.index()]).to_owned()))
+        }
+        "Split" => {
+            let data = x()?;
+            let s = data.shape();
+            let a = axis(attrs::int_or(at, "axis", 0), s.len())
+                .ok_or(EvalError::Invalid("Split axis".into()))?;
+            let len = s[a] as i64;
+            let sizes = if opset >= 13 {
+                opt_ints(inputs, 1)?
+            } else {
+                attrs::ints(at, "split")
+            };
+            // Without sizes the parts are equal, one per output: the caller states how many
+            // outputs the node has through `num_outputs` (an attribute from opset 18 on).
+            let sizes = match sizes {
+                Some(v) => v,
+                None => {
+                    let n = attrs::int(at, "num_outputs").filter(|&n| n > 0).ok_or(
+                        EvalError::Invalid("Split without sizes or num_outputs".into()),
+                    )?;
+                    let part = (len + n - 1) / n;
+                    if opset < 18 && part * n != len {
+                        return inv("Split into unequal parts without sizes");
+                    }
+                    (0..n).map(|i| part.min(len - i * part).max(0)).collect()
+                }
+            };
+            if sizes.iter().any(|&v| v < 0) || sizes.iter().sum::<i64>() != len {
+                return inv("Split sizes do not add up to the axis");
+            }
+            let mut out = Vec::with_capacity(sizes.len());
+            let mut start = 0;
+            for &n in &sizes {
+                let sl = Slice::new(start as isize, Some((start + n) as isize), 1);
+                out.push(map_any!(data, arr => arr
+                    .slice_each_axis(|d| if d.axis.index() == a { sl } else { Slice::new(0, None, 1) })
+                    .to_owned()));
+                start += n;
+            }
+            Ok(out)
         }
         "Expand" => {
             let data = x()?;
