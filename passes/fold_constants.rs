@@ -78,6 +78,8 @@ const FOLDABLE: &[&str] = &[
     "Gemm",
     "Softmax",
     "LogSoftmax",
+    "ScatterND",
+    "Einsum",
     "LayerNormalization",
 ];
 

@@ -599,3 +599,64 @@ fn fold_constants_folds_clip_and_split_of_constants() {
     assert_eq!(g.num_ops(), 1, "{:?}", g.op_histogram());
     assert_same_outputs_graph(&before, &g);
 }
+
+#[test]
+fn fold_constants_folds_scatternd_and_einsum_of_constants() {
+    // RT-DETR / D-FINE build their anchors by ScatterND into a constant grid and their sine
+    // position embedding by an outer-product Einsum of two constant ranges.
+    let m = M::new(17)
+        .input("x", &[3, 2])
+        .output("y")
+        .rand("grid", &[3, 2], 9)
+        .i64("idx", &[2, 1], &[2, 0])
+        .rand("upd", &[2, 2], 10)
+        .rand("u", &[3], 11)
+        .rand("v", &[2], 12)
+        .node("ScatterND", &["grid", "idx", "upd"], &["g2"], vec![])
+        .node(
+            "Einsum",
+            &["u", "v"],
+            &["outer"],
+            vec![detrc::eval::attrs::make_string("equation", "i,j->ij")],
+        )
+        .node("Mul", &["g2", "outer"], &["k"], vec![])
+        .node("Add", &["x", "k"], &["y"], vec![]);
+    let (g, o) = check("fold_scatternd_einsum", &m, &fold_constants::FoldConstants);
+    assert!(changed(&o));
+    assert_eq!(g.num_ops(), 1, "{:?}", g.op_histogram());
+    // A contraction with an implicit output and a repeated letter, against the reference.
+    let m = M::new(17)
+        .input("x", &[2, 4])
+        .output("y")
+        .rand("a", &[2, 3], 13)
+        .rand("b", &[3, 4], 14)
+        .node(
+            "Einsum",
+            &["a", "b"],
+            &["ab"],
+            vec![detrc::eval::attrs::make_string("equation", "ij,jk")],
+        )
+        .node("Add", &["x", "ab"], &["y"], vec![]);
+    let mut g = m.graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    let before = g.clone();
+    assert!(changed(&apply(&mut g, &fold_constants::FoldConstants)));
+    assert_eq!(op_count(&g, "Einsum"), 0);
+    assert_same_outputs_graph(&before, &g);
+    // An index past the data stays in the graph (the evaluator refuses it; no panic).
+    let m = M::new(17)
+        .input("x", &[3, 2])
+        .output("y")
+        .rand("grid", &[3, 2], 9)
+        .i64("idx", &[1, 1], &[3])
+        .rand("upd", &[1, 2], 10)
+        .node("ScatterND", &["grid", "idx", "upd"], &["g2"], vec![])
+        .node("Add", &["x", "g2"], &["y"], vec![]);
+    let mut g = m.graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    assert_eq!(
+        apply(&mut g, &fold_constants::FoldConstants),
+        Outcome::Unchanged
+    );
+    assert_eq!(op_count(&g, "ScatterND"), 1);
+}
