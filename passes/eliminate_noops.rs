@@ -65,6 +65,17 @@ fn same_type(g: &Graph, a: Port, b: Port) -> bool {
     }
 }
 
+/// True if a constant of only size-1 dimensions, applied elementwise to `x`, leaves x's shape
+/// as it is even where x's dimensions are symbolic or unknown: x has at least its rank, and
+/// they share the element type (HGNetv2's learnable affine blocks at their initial `x * 1 + 0`,
+/// in the dynamic-batch official D-FINE export).
+fn no_broadcast(g: &Graph, c: &Tensor, x: Port) -> bool {
+    let Some(t) = g.ty(x) else { return false };
+    c.shape().iter().all(|&d| d == 1)
+        && t.dtype == c.dtype()
+        && (c.shape().is_empty() || t.rank().is_some_and(|r| r >= c.shape().len()))
+}
+
 fn const_of(g: &Graph, p: Option<Port>) -> Option<Tensor> {
     let t = g.const_tensor(p?)?;
     if t.dims.iter().product::<i64>() > 1 << 20 {
@@ -154,15 +165,15 @@ pub fn noop_source(g: &Graph, n: NodeId) -> Option<Port> {
                 0.0
             };
             let c = const_of(g, ins.get(1).copied().flatten());
-            let rhs = c.is_some_and(|c| c.all_equal(unit)) && keeps_type();
+            let rhs =
+                c.is_some_and(|c| c.all_equal(unit) && (keeps_type() || no_broadcast(g, &c, x)));
             // Add(0, x) and Mul(1, x) are commutative forms of the same no-op.
             let lhs_commutes = matches!(op.op_type.as_str(), "Mul" | "Add")
-                && const_of(g, Some(x)).is_some_and(|c| c.all_equal(unit))
-                && ins
-                    .get(1)
-                    .copied()
-                    .flatten()
-                    .is_some_and(|y| same_type(g, y, out));
+                && ins.get(1).copied().flatten().is_some_and(|y| {
+                    const_of(g, Some(x)).is_some_and(|c| {
+                        c.all_equal(unit) && (same_type(g, y, out) || no_broadcast(g, &c, y))
+                    })
+                });
             if lhs_commutes && !rhs {
                 return ins.get(1).copied().flatten();
             }

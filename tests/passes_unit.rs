@@ -660,3 +660,38 @@ fn fold_constants_folds_scatternd_and_einsum_of_constants() {
     );
     assert_eq!(op_count(&g, "ScatterND"), 1);
 }
+
+#[test]
+fn eliminate_noops_removes_unit_affines_on_symbolic_shapes() {
+    // HGNetv2's learnable affine block at its initial value, `x * [1] + [0]`, on a
+    // dynamic-batch activation: the size-1 constants cannot broadcast x up, whatever N is.
+    let m = M::new(17)
+        .input_dims("x", &["N", "3", "4", "4"])
+        .output("y")
+        .output("z")
+        .f32("one", &[1], &[1.0])
+        .f32("zero", &[1], &[0.0])
+        .f32("one5", &[1, 1, 1, 1, 1], &[1.0])
+        .node("Relu", &["x"], &["r"], vec![])
+        .node("Mul", &["one", "r"], &["s"], vec![])
+        .node("Add", &["s", "zero"], &["y"], vec![])
+        // A unit constant of a higher rank adds an axis: kept.
+        .node("Mul", &["r", "one5"], &["z"], vec![]);
+    let mut g = m.graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    let before = g.clone();
+    let o = apply(&mut g, &eliminate_noops::EliminateNoops);
+    assert!(changed(&o), "{o:?}");
+    assert_eq!(op_count(&g, "Add"), 0);
+    assert_eq!(op_count(&g, "Mul"), 1, "the rank-raising Mul stays");
+    assert_eq!(g.num_ops(), 2);
+    // --verify's check, which runs a symbolic batch at 1.
+    let v = detrc::driver::verify_bytes(
+        &encode(&before.export()),
+        &encode(&g.export()),
+        &[0, 1],
+        Default::default(),
+    )
+    .unwrap();
+    assert!(v.ok(), "{:?}", v.outputs);
+}
