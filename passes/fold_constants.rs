@@ -79,6 +79,7 @@ const FOLDABLE: &[&str] = &[
     "Softmax",
     "LogSoftmax",
     "ScatterND",
+    "GatherND",
     "Einsum",
     "LayerNormalization",
 ];

@@ -695,3 +695,23 @@ fn eliminate_noops_removes_unit_affines_on_symbolic_shapes() {
     .unwrap();
     assert!(v.ok(), "{:?}", v.outputs);
 }
+
+#[test]
+fn fold_constants_folds_gathernd_of_constants() {
+    // The dynamo exports of DETR build the key-padding mask with a GatherND of the constant
+    // all-ones pixel mask; folded, the mask's Where goes and with it torch's softmax NaN guards.
+    let m = M::new(18)
+        .input("x", &[2, 3])
+        .output("y")
+        .rand("data", &[2, 3, 2], 15)
+        .i64("idx", &[2, 3, 2], &[1, 0, 0, 2, 1, 1, 1, 2, 0, 0, 1, 2])
+        .node("GatherND", &["data", "idx"], &["picked"], vec![])
+        .node("ReduceSum", &["picked"], &["s"], vec![])
+        .node("Mul", &["x", "s"], &["y"], vec![]);
+    let mut g = m.graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    let before = g.clone();
+    assert!(changed(&apply(&mut g, &fold_constants::FoldConstants)));
+    assert_eq!(op_count(&g, "GatherND"), 0, "{:?}", g.op_histogram());
+    assert_same_outputs_graph(&before, &g);
+}

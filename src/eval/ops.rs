@@ -571,6 +571,16 @@ pub fn eval_op(
             }
             one(scatter!(F32, F64, F16, I64, I32, I8, U8, Bool))
         }
+        "GatherND" => {
+            if attrs::int_or(at, "batch_dims", 0) != 0 {
+                return unsupported("GatherND with batch_dims");
+            }
+            let idx = match input(inputs, 1, op)? {
+                Tensor::I64(a) => a.clone(),
+                other => return inv(format!("GatherND indices of {}", other.dtype())),
+            };
+            one(try_map_any!(x()?, d => gather_nd(d, &idx)))
+        }
         "Einsum" => {
             let eq = attrs::string(at, "equation")
                 .ok_or(EvalError::Invalid("Einsum equation".into()))?;
@@ -1470,4 +1480,34 @@ fn einsum(eq: &str, xs: &[ArrayD<f64>]) -> R<ArrayD<f64>> {
         }
     }
     Ok(res)
+}
+
+/// GatherND without batch dimensions: for each coordinate tuple on `idx`'s last axis, the
+/// slice of `data` it addresses.
+fn gather_nd<T: Copy>(data: &ArrayD<T>, idx: &ArrayD<i64>) -> R<ArrayD<T>> {
+    let ds = data.shape();
+    let Some((&k, lead)) = idx.shape().split_last() else {
+        return inv("GatherND indices of rank 0");
+    };
+    if k == 0 || k > ds.len() {
+        return inv("GatherND index of no coordinates or more than the data's rank");
+    }
+    let slice: usize = ds[k..].iter().product();
+    let flat: Vec<T> = data.iter().copied().collect();
+    let coords: Vec<i64> = idx.iter().copied().collect();
+    let mut out = Vec::with_capacity(lead.iter().product::<usize>() * slice);
+    for c in coords.chunks(k) {
+        let mut off = 0usize;
+        for (a, &v) in c.iter().enumerate() {
+            let n = ds[a] as i64;
+            let v = if v < 0 { v + n } else { v };
+            if !(0..n).contains(&v) {
+                return inv("GatherND index out of range");
+            }
+            off = off * ds[a] + v as usize;
+        }
+        out.extend_from_slice(&flat[off * slice..(off + 1) * slice]);
+    }
+    let shape: Vec<usize> = lead.iter().chain(&ds[k..]).copied().collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), out).or_else(|e| inv(format!("GatherND: {e}")))
 }
