@@ -97,6 +97,16 @@ pub fn other_input(g: &Graph, n: NodeId, p: Port) -> Option<(usize, Port)> {
     }
 }
 
+/// True if both tensors have the same element type and the same fully known shape.
+pub fn same_static_type(g: &Graph, a: Port, b: Port) -> bool {
+    match (g.ty(a), g.ty(b)) {
+        (Some(x), Some(y)) => {
+            x.dtype == y.dtype && x.static_shape().is_some() && x.static_shape() == y.static_shape()
+        }
+        _ => false,
+    }
+}
+
 /// The rank of `p`, if known.
 pub fn rank(g: &Graph, p: Port) -> Option<usize> {
     g.ty(p)?.rank()
