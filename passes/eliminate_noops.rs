@@ -15,6 +15,7 @@
 
 use crate::eval::{attrs, Tensor};
 use crate::ir::{Graph, NodeId, NodeKind, Port};
+use crate::pass::pattern::{const_value, same_static_type};
 use crate::pass::{Context, Outcome, Pass};
 
 pub struct EliminateNoops;
@@ -56,21 +57,15 @@ impl Pass for EliminateNoops {
     }
 }
 
-fn same_type(g: &Graph, a: Port, b: Port) -> bool {
-    match (g.ty(a), g.ty(b)) {
-        (Some(x), Some(y)) => {
-            x.dtype == y.dtype && x.static_shape().is_some() && x.static_shape() == y.static_shape()
-        }
-        _ => false,
-    }
-}
-
-fn const_of(g: &Graph, p: Option<Port>) -> Option<Tensor> {
-    let t = g.const_tensor(p?)?;
-    if t.dims.iter().product::<i64>() > 1 << 20 {
-        return None;
-    }
-    Tensor::from_proto(t).ok()
+/// True if a constant of only size-1 dimensions, applied elementwise to `x`, leaves x's shape
+/// as it is even where x's dimensions are symbolic or unknown: x has at least its rank, and
+/// they share the element type (HGNetv2's learnable affine blocks at their initial `x * 1 + 0`,
+/// in the dynamic-batch official D-FINE export).
+fn no_broadcast(g: &Graph, c: &Tensor, x: Port) -> bool {
+    let Some(t) = g.ty(x) else { return false };
+    c.shape().iter().all(|&d| d == 1)
+        && t.dtype == c.dtype()
+        && (c.shape().is_empty() || t.rank().is_some_and(|r| r >= c.shape().len()))
 }
 
 /// `Where(IsNaN(s), 0, s)` with `s = Softmax(scores)`: torch's guard for a row of attention
@@ -84,8 +79,8 @@ fn nan_guard_source(g: &Graph, ins: &[Option<Port>], out: Port) -> Option<Port> 
         return None;
     };
     let guarded = g.node(cond.node).is("IsNaN") && g.input(cond.node, 0) == Some(*s);
-    let zero = const_of(g, Some(*zero)).is_some_and(|c| c.all_equal(0.0));
-    if !(guarded && zero && g.node(s.node).is("Softmax") && same_type(g, *s, out)) {
+    let zero = const_value(g, *zero).is_some_and(|c| c.all_equal(0.0));
+    if !(guarded && zero && g.node(s.node).is("Softmax") && same_static_type(g, *s, out)) {
         return None;
     }
     let scores = g.input(s.node, 0)?;
@@ -139,7 +134,7 @@ pub fn noop_source(g: &Graph, n: NodeId) -> Option<Port> {
             return None;
         }
     }
-    let keeps_type = || same_type(g, x, out);
+    let keeps_type = || same_static_type(g, x, out);
     let pass = match op.op_type.as_str() {
         "Identity" => true,
         "Dropout" => true,
@@ -153,16 +148,20 @@ pub fn noop_source(g: &Graph, n: NodeId) -> Option<Port> {
             } else {
                 0.0
             };
-            let c = const_of(g, ins.get(1).copied().flatten());
-            let rhs = c.is_some_and(|c| c.all_equal(unit)) && keeps_type();
+            let c = ins
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|p| const_value(g, p));
+            let rhs =
+                c.is_some_and(|c| c.all_equal(unit) && (keeps_type() || no_broadcast(g, &c, x)));
             // Add(0, x) and Mul(1, x) are commutative forms of the same no-op.
             let lhs_commutes = matches!(op.op_type.as_str(), "Mul" | "Add")
-                && const_of(g, Some(x)).is_some_and(|c| c.all_equal(unit))
-                && ins
-                    .get(1)
-                    .copied()
-                    .flatten()
-                    .is_some_and(|y| same_type(g, y, out));
+                && ins.get(1).copied().flatten().is_some_and(|y| {
+                    const_value(g, x).is_some_and(|c| {
+                        c.all_equal(unit) && (same_static_type(g, y, out) || no_broadcast(g, &c, y))
+                    })
+                });
             if lhs_commutes && !rhs {
                 return ins.get(1).copied().flatten();
             }
@@ -170,7 +169,7 @@ pub fn noop_source(g: &Graph, n: NodeId) -> Option<Port> {
         }
         "Pad" => {
             let pads = match ins.get(1).copied().flatten() {
-                Some(p) => const_of(g, Some(p)).and_then(|t| t.as_i64_vec()),
+                Some(p) => const_value(g, p).and_then(|t| t.as_i64_vec()),
                 None => attrs::ints(&op.attrs, "pads"),
             };
             pads.is_some_and(|p| p.iter().all(|&v| v == 0)) && keeps_type()
@@ -179,7 +178,7 @@ pub fn noop_source(g: &Graph, n: NodeId) -> Option<Port> {
         "Slice" => {
             let steps = match ins.get(4).copied().flatten() {
                 None => Some(vec![1]),
-                Some(p) => const_of(g, Some(p)).and_then(|t| t.as_i64_vec()),
+                Some(p) => const_value(g, p).and_then(|t| t.as_i64_vec()),
             };
             steps.is_some_and(|s| s.iter().all(|&v| v == 1)) && keeps_type()
         }
@@ -203,7 +202,7 @@ pub fn noop_source(g: &Graph, n: NodeId) -> Option<Port> {
         let inner = g.node(x.node);
         if inner.is(inverse) {
             let y = g.input(x.node, 0)?;
-            if same_type(g, y, out) {
+            if same_static_type(g, y, out) {
                 return Some(y);
             }
         }

@@ -47,6 +47,7 @@ const FOLDABLE: &[&str] = &[
     "Neg",
     "Abs",
     "Relu",
+    "Clip",
     "Cast",
     "Shape",
     "Size",
@@ -56,6 +57,7 @@ const FOLDABLE: &[&str] = &[
     "Squeeze",
     "Transpose",
     "Concat",
+    "Split",
     "Gather",
     "Slice",
     "Expand",
@@ -76,6 +78,9 @@ const FOLDABLE: &[&str] = &[
     "Gemm",
     "Softmax",
     "LogSoftmax",
+    "ScatterND",
+    "GatherND",
+    "Einsum",
     "LayerNormalization",
 ];
 
@@ -153,7 +158,13 @@ pub fn fold_where(
             continue;
         }
         let op_type = op.op_type.clone();
-        let attrs = op.attrs.clone();
+        let mut attrs = op.attrs.clone();
+        // A Split without sizes makes one equal part per output; the evaluator only sees the
+        // attributes, so it is told the count.
+        if op_type == "Split" && crate::eval::attrs::find(&attrs, "num_outputs").is_none() {
+            let n = g.node(n).outputs.len() as i64;
+            attrs.push(crate::eval::attrs::make_int("num_outputs", n));
+        }
         let ins = g.inputs(n);
         let outputs: Vec<Tensor> = if op_type == "Shape" || op_type == "Size" {
             // Only the input's type matters, not its value.

@@ -34,8 +34,16 @@ impl Pass for InferShapes {
     }
 }
 
-/// Types the outputs of one node from its inputs; returns how many values learned more.
+/// Types the outputs of one node from its inputs, by the rules of [`infer`] and, for what
+/// they leave unknown, from static input shapes ([`type_unruled`]); returns how many values
+/// learned more. `fold-constants` calls it on each node just before looking at it, so one
+/// sweep folds the Shape arithmetic behind a chain of such operators (D-FINE's decoder layers
+/// each had to wait for the next pipeline round otherwise).
 pub fn infer_node(g: &mut Graph, n: crate::ir::NodeId) -> usize {
+    infer_by_rule(g, n) + type_unruled_node(g, n)
+}
+
+fn infer_by_rule(g: &mut Graph, n: crate::ir::NodeId) -> usize {
     let opset = g.opset();
     let ins = g.inputs(n);
     let tys: Vec<Option<TensorType>> = ins
@@ -686,96 +694,101 @@ pub fn type_unruled(g: &mut Graph) -> usize {
     for n in g.topo_ops() {
         let before = g.node(n).outputs.iter().filter(|v| known(v)).count();
         infer_node(g, n);
-        let node = g.node(n);
-        let after = node.outputs.iter().filter(|v| known(v)).count();
+        let after = g.node(n).outputs.iter().filter(|v| known(v)).count();
         typed += after.saturating_sub(before);
-        if node.outputs.iter().all(known) {
-            continue;
+    }
+    typed
+}
+
+/// The static-shape rules of [`type_unruled`] for one node; returns how many outputs it typed.
+fn type_unruled_node(g: &mut Graph, n: crate::ir::NodeId) -> usize {
+    let known = |v: &crate::ir::Value| v.ty.as_ref().is_some_and(|t| t.static_shape().is_some());
+    let mut typed = 0;
+    let node = g.node(n);
+    if node.outputs.iter().all(known) {
+        return 0;
+    }
+    let Some(op) = node.op() else { return 0 };
+    let ins = g.inputs(n);
+    let ty = |k: usize| ins.get(k).copied().flatten().and_then(|p| g.ty(p).cloned());
+    let st = |k: usize| ty(k).and_then(|t| t.static_shape());
+    let t = op.op_type.as_str();
+    let outs: Vec<Option<TensorType>> = match t {
+        "GridSample" => match (ty(0), st(0), st(1)) {
+            (Some(x), Some(xs), Some(gs)) if xs.len() == 4 && gs.len() == 4 => {
+                vec![Some(TensorType::new(
+                    x.dtype,
+                    &[xs[0], xs[1], gs[1], gs[2]],
+                ))]
+            }
+            _ => return 0,
+        },
+        // With a vector operand, which infer-shapes leaves untyped.
+        "MatMul" => match (ty(0), st(0), st(1)) {
+            (Some(x), Some(a), Some(b)) if b.len() == 1 && a.len() >= 2 => {
+                vec![Some(TensorType::new(x.dtype, &a[..a.len() - 1]))]
+            }
+            (Some(x), Some(a), Some(b)) if a.len() == 1 && b.len() >= 2 => {
+                let mut o = b[..b.len() - 2].to_vec();
+                o.push(b[b.len() - 1]);
+                vec![Some(TensorType::new(x.dtype, &o))]
+            }
+            _ => return 0,
+        },
+        // The data's shape and type, whatever is scattered into it.
+        "ScatterND" | "ScatterElements" => match (ty(0), st(0)) {
+            (Some(x), Some(xs)) => vec![Some(TensorType::new(x.dtype, &xs))],
+            _ => return 0,
+        },
+        "GatherElements" => match (ty(0), st(1)) {
+            (Some(x), Some(is)) => vec![Some(TensorType::new(x.dtype, &is))],
+            _ => return 0,
+        },
+        "TopK" => {
+            let (Some(x), Some(mut xs)) = (ty(0), st(0)) else {
+                return 0;
+            };
+            let Some(k) = small_const(g, g.input(n, 1))
+                .and_then(|t| t.as_i64_vec())
+                .and_then(|v| v.first().copied())
+            else {
+                return 0;
+            };
+            let Some(a) = norm_axis(attrs::int_or(&op.attrs, "axis", -1), xs.len()) else {
+                return 0;
+            };
+            xs[a] = k;
+            vec![
+                Some(TensorType::new(x.dtype, &xs)),
+                Some(TensorType::new(crate::ir::DType::I64, &xs)),
+            ]
         }
-        let Some(op) = node.op() else { continue };
-        let ins = g.inputs(n);
-        let ty = |k: usize| ins.get(k).copied().flatten().and_then(|p| g.ty(p).cloned());
-        let st = |k: usize| ty(k).and_then(|t| t.static_shape());
-        let t = op.op_type.as_str();
-        let outs: Vec<Option<TensorType>> = match t {
-            "GridSample" => match (ty(0), st(0), st(1)) {
-                (Some(x), Some(xs), Some(gs)) if xs.len() == 4 && gs.len() == 4 => {
-                    vec![Some(TensorType::new(
-                        x.dtype,
-                        &[xs[0], xs[1], gs[1], gs[2]],
-                    ))]
-                }
-                _ => continue,
-            },
-            // With a vector operand, which infer-shapes leaves untyped.
-            "MatMul" => match (ty(0), st(0), st(1)) {
-                (Some(x), Some(a), Some(b)) if b.len() == 1 && a.len() >= 2 => {
-                    vec![Some(TensorType::new(x.dtype, &a[..a.len() - 1]))]
-                }
-                (Some(x), Some(a), Some(b)) if a.len() == 1 && b.len() >= 2 => {
-                    let mut o = b[..b.len() - 2].to_vec();
-                    o.push(b[b.len() - 1]);
-                    vec![Some(TensorType::new(x.dtype, &o))]
-                }
-                _ => continue,
-            },
-            // The data's shape and type, whatever is scattered into it.
-            "ScatterND" | "ScatterElements" => match (ty(0), st(0)) {
-                (Some(x), Some(xs)) => vec![Some(TensorType::new(x.dtype, &xs))],
-                _ => continue,
-            },
-            "GatherElements" => match (ty(0), st(1)) {
-                (Some(x), Some(is)) => vec![Some(TensorType::new(x.dtype, &is))],
-                _ => continue,
-            },
-            "TopK" => {
-                let (Some(x), Some(mut xs)) = (ty(0), st(0)) else {
-                    continue;
-                };
-                let Some(k) = small_const(g, g.input(n, 1))
-                    .and_then(|t| t.as_i64_vec())
-                    .and_then(|v| v.first().copied())
-                else {
-                    continue;
-                };
-                let Some(a) = norm_axis(attrs::int_or(&op.attrs, "axis", -1), xs.len()) else {
-                    continue;
-                };
-                xs[a] = k;
-                vec![
-                    Some(TensorType::new(x.dtype, &xs)),
-                    Some(TensorType::new(crate::ir::DType::I64, &xs)),
-                ]
+        // transformers RT-DETR / D-FINE build the sine position embedding with an outer
+        // product `einsum("i,j->ij")`; without its shape the encoder's `Add` of that
+        // embedding cannot be followed.
+        "Einsum" => {
+            let Some(eq) = attrs::string(&op.attrs, "equation") else {
+                return 0;
+            };
+            let shapes: Option<Vec<Vec<i64>>> = (0..ins.len()).map(st).collect();
+            match (ty(0), shapes.and_then(|s| einsum_shape(&eq, &s))) {
+                (Some(x), Some(s)) => vec![Some(TensorType::new(x.dtype, &s))],
+                _ => return 0,
             }
-            // transformers RT-DETR / D-FINE build the sine position embedding with an outer
-            // product `einsum("i,j->ij")`; without its shape the encoder's `Add` of that
-            // embedding cannot be followed.
-            "Einsum" => {
-                let Some(eq) = attrs::string(&op.attrs, "equation") else {
-                    continue;
-                };
-                let shapes: Option<Vec<Vec<i64>>> = (0..ins.len()).map(st).collect();
-                match (ty(0), shapes.and_then(|s| einsum_shape(&eq, &s))) {
-                    (Some(x), Some(s)) => vec![Some(TensorType::new(x.dtype, &s))],
-                    _ => continue,
-                }
+        }
+        _ if super::generalize_batch::UNARY.contains(&t) => match (ty(0), st(0)) {
+            (Some(x), Some(xs)) if !["Cast", "CastLike", "Not", "IsNaN", "IsInf"].contains(&t) => {
+                vec![Some(TensorType::new(x.dtype, &xs))]
             }
-            _ if super::generalize_batch::UNARY.contains(&t) => match (ty(0), st(0)) {
-                (Some(x), Some(xs))
-                    if !["Cast", "CastLike", "Not", "IsNaN", "IsInf"].contains(&t) =>
-                {
-                    vec![Some(TensorType::new(x.dtype, &xs))]
-                }
-                _ => continue,
-            },
-            _ => continue,
-        };
-        for (slot, ty) in outs.into_iter().enumerate() {
-            if slot < g.node(n).outputs.len() && !known(&g.node(n).outputs[slot]) {
-                if let Some(ty) = ty {
-                    typed += 1;
-                    g.value_mut(Port::new(n, slot)).ty = Some(ty);
-                }
+            _ => return 0,
+        },
+        _ => return 0,
+    };
+    for (slot, ty) in outs.into_iter().enumerate() {
+        if slot < g.node(n).outputs.len() && !known(&g.node(n).outputs[slot]) {
+            if let Some(ty) = ty {
+                typed += 1;
+                g.value_mut(Port::new(n, slot)).ty = Some(ty);
             }
         }
     }

@@ -4,10 +4,12 @@ pub mod canonicalize_gather;
 pub mod cse;
 pub mod dead_code;
 pub mod eliminate_noops;
+pub mod float64_to_float32;
 pub mod fold_batchnorm;
 pub mod fold_constants;
 pub mod fold_mask;
 pub mod fold_scale;
+pub mod fuse_layernorm;
 pub mod fuse_matmul;
 pub mod generalize_batch;
 pub mod identity_chains;
@@ -24,6 +26,7 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(infer_shapes::InferShapes),
         Box::new(fold_mask::FoldMask),
         Box::new(fold_constants::FoldConstants),
+        Box::new(fuse_layernorm::FuseLayerNorm),
         Box::new(prune_aux_heads::PruneAuxHeads),
         Box::new(canonicalize_gather::CanonicalizeGather),
         Box::new(identity_chains::IdentityChains),
@@ -33,6 +36,8 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(fuse_matmul::FuseMatMul),
         Box::new(cse::Cse),
         Box::new(dead_code::DeadCode),
+        // Last: the float-to-float Casts it leaves go in eliminate-noops' next round.
+        Box::new(float64_to_float32::Float64ToFloat32),
     ]
 }
 

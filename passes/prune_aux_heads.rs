@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use crate::eval::{attrs, Tensor};
 use crate::ir::{Graph, NodeId, Port, TensorType};
 use crate::load::proto::AttributeProto;
+use crate::pass::pattern::{axes_of, const_ints, unsqueeze_axes};
 use crate::pass::{Context, Outcome, Pass};
 
 pub struct PruneAuxHeads;
@@ -87,7 +88,13 @@ impl Pass for PruneAuxHeads {
         }
         if matches.is_empty() {
             return Ok(if near_misses.is_empty() {
-                if g.topo_ops().iter().any(|&n| is_stack(g, n).is_some()) {
+                if let Some(sel) = single_layer_selection(g) {
+                    Outcome::NotApplicable(format!(
+                        "{} selects from a stack of one decoder layer (the export computes the \
+                         heads on the last layer only): no auxiliary heads to prune",
+                        g.node(sel).display_name()
+                    ))
+                } else if g.topo_ops().iter().any(|&n| is_stack(g, n).is_some()) {
                     Outcome::NotApplicable(
                         "stacked layer outputs found, but no single-layer selection of heads on them"
                             .into(),
@@ -152,14 +159,13 @@ impl Pass for PruneAuxHeads {
     }
 }
 
-fn const_ints(g: &Graph, p: Option<Port>) -> Option<Vec<i64>> {
-    Tensor::from_proto(g.const_tensor(p?)?).ok()?.as_i64_vec()
-}
-
 /// `(data, axis, index)` if node `n` picks one index along one axis and drops that axis.
 fn selection(g: &Graph, n: NodeId) -> Option<(Port, usize, i64)> {
     let node = g.node(n);
     let data = g.input(n, 0)?;
+    if node.is("Gather") && g.ty(data).and_then(TensorType::static_shape).is_none() {
+        return stack_selection(g, n, data);
+    }
     let rank = g.ty(data)?.rank()?;
     let dims = g.ty(data)?.static_shape()?;
     if node.is("Gather") {
@@ -202,11 +208,7 @@ fn selection(g: &Graph, n: NodeId) -> Option<(Port, usize, i64)> {
         if e != k + 1 {
             return None;
         }
-        let sq_axes = if g.opset() >= 13 {
-            const_ints(g, g.input(n, 1))?
-        } else {
-            attrs::ints(&node.op()?.attrs, "axes")?
-        };
+        let sq_axes = axes_of(g, n)??;
         if sq_axes.len() != 1 || attrs::axis(sq_axes[0], xr)? != a {
             return None;
         }
@@ -214,6 +216,40 @@ fn selection(g: &Graph, n: NodeId) -> Option<(Port, usize, i64)> {
         return Some((x, a, k));
     }
     None
+}
+
+/// `Gather_axis(a)(stack, k)` straight on a structural stack, shapes unknown: the layer count
+/// is the Concat's input count.
+fn stack_selection(g: &Graph, n: NodeId, data: Port) -> Option<(Port, usize, i64)> {
+    let a = unsqueeze_stack(g, data.node)?;
+    let axis = attrs::int_or(&g.node(n).op()?.attrs, "axis", 0);
+    let idx = g.input(n, 1)?;
+    if axis != a as i64 || g.ty(idx).and_then(TensorType::rank) != Some(0) {
+        return None;
+    }
+    let layers = g.inputs(data.node).len() as i64;
+    let k = *const_ints(g, Some(idx))?.first()?;
+    let k = if k < 0 { k + layers } else { k };
+    (0..layers).contains(&k).then_some((data, a, k))
+}
+
+/// A selection reading a one-input `Concat` along the selected axis: D-FINE's transformers
+/// export, which runs the heads on the last decoder layer only and still stacks the result.
+fn single_layer_selection(g: &Graph) -> Option<NodeId> {
+    g.topo_ops().into_iter().find(|&n| {
+        selection(g, n).is_some_and(|(data, axis, _)| {
+            let c = data.node;
+            g.node(c).is("Concat")
+                && g.inputs(c).len() == 1
+                && g.node(c)
+                    .op()
+                    .and_then(|o| attrs::int(&o.attrs, "axis"))
+                    .and_then(|a| {
+                        attrs::axis(a, g.ty(data).and_then(TensorType::rank).unwrap_or(0))
+                    })
+                    == Some(axis)
+        })
+    })
 }
 
 /// The concat axis if `n` stacks ≥2 same-typed slices of size 1 along it.
@@ -226,7 +262,13 @@ fn is_stack(g: &Graph, n: NodeId) -> Option<usize> {
     if ins.len() < 2 {
         return None;
     }
-    let t0 = g.ty(ins[0]?)?.clone();
+    let Some(t0) = g
+        .ty(ins[0]?)
+        .filter(|t| t.static_shape().is_some())
+        .cloned()
+    else {
+        return unsqueeze_stack(g, n);
+    };
     let a = attrs::axis(attrs::int(&node.op()?.attrs, "axis")?, t0.rank()?)?;
     for p in &ins {
         let t = g.ty((*p)?)?;
@@ -239,6 +281,24 @@ fn is_stack(g: &Graph, n: NodeId) -> Option<usize> {
         }
     }
     Some(a)
+}
+
+/// A stack recognised by structure alone, for exports whose shapes are not inferred (the
+/// decoders of RT-DETR and D-FINE sit behind ops shape inference may not know):
+/// `Concat_axis(a)(Unsqueeze(x_0, [a]), ..., Unsqueeze(x_{L-1}, [a]))` with a non-negative
+/// `a`, each Unsqueeze read only by the Concat.
+fn unsqueeze_stack(g: &Graph, n: NodeId) -> Option<usize> {
+    let a = attrs::int(&g.node(n).op()?.attrs, "axis")?;
+    if a < 0 {
+        return None;
+    }
+    for p in g.inputs(n) {
+        let p = p?;
+        if unsqueeze_axes(g, p.node)? != vec![a] || g.use_count(p) != 1 {
+            return None;
+        }
+    }
+    Some(a as usize)
 }
 
 /// Walks from the selected tensor back through layer-wise ops to a stack. `Err(None)`: no
@@ -428,20 +488,12 @@ fn per_layer_input(
     }
     let a = is_stack(g, stack).ok_or("not a stack")?;
     let src = g.input(stack, k as usize).ok_or("missing stack input")?;
-    let src_node = g.node(src.node);
-    let unsq_axes = if src_node.is("Unsqueeze") {
-        if g.opset() >= 13 {
-            const_ints(g, g.input(src.node, 1))
-        } else {
-            src_node.op().and_then(|o| attrs::ints(&o.attrs, "axes"))
-        }
-    } else {
-        None
-    };
-    let port = match unsq_axes {
+    let port = match unsqueeze_axes(g, src.node) {
         Some(ax)
             if ax.len() == 1
-                && attrs::axis(ax[0], g.ty(src).and_then(|t| t.rank()).unwrap_or(0)) == Some(a) =>
+                && (ax[0] == a as i64
+                    || attrs::axis(ax[0], g.ty(src).and_then(|t| t.rank()).unwrap_or(0))
+                        == Some(a)) =>
         {
             g.input(src.node, 0).ok_or("Unsqueeze input")?
         }

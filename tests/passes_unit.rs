@@ -542,3 +542,176 @@ fn eliminate_noops_drops_the_softmax_nan_guard_only_without_a_mask() {
     apply(&mut g, &eliminate_noops::EliminateNoops);
     assert_eq!(op_count(&g, "Where"), 1);
 }
+
+#[test]
+fn fold_constants_folds_clip_and_split_of_constants() {
+    // Conditional / DAB-DETR's inverse sigmoid of learned reference points: Clip of a
+    // constant, then a Split of the (x, y) pair; everything before the input's Mul is known.
+    let m = M::new(17)
+        .input("x", &[1, 3, 1])
+        .output("y")
+        .rand("ref", &[1, 3, 2], 7)
+        .f32("lo", &[], &[0.0])
+        .f32("hi", &[], &[0.4])
+        .i64("halves", &[2], &[1, 1])
+        .node("Clip", &["ref", "lo", "hi"], &["c"], vec![])
+        .node("Clip", &["c", "", "hi"], &["c2"], vec![])
+        .node(
+            "Split",
+            &["c2", "halves"],
+            &["a", "b"],
+            vec![int_attr("axis", -1)],
+        )
+        .node("Split", &["c2"], &["p", "q"], vec![int_attr("axis", 2)])
+        .node("Sub", &["a", "q"], &["d"], vec![])
+        .node("Add", &["b", "p"], &["e"], vec![])
+        .node("Mul", &["d", "e"], &["f"], vec![])
+        .node("Mul", &["x", "f"], &["y"], vec![]);
+    let (g, o) = check("fold_clip_split", &m, &fold_constants::FoldConstants);
+    assert!(changed(&o));
+    assert_eq!(g.num_ops(), 1, "only the Mul by the input stays");
+    // Opset 12: Split sizes and Clip bounds are attributes (Clip-11 already took inputs, so
+    // the attribute form is opset 6-10).
+    let m = M::new(10)
+        .input("x", &[1, 4])
+        .output("y")
+        .rand("c", &[1, 4], 8)
+        .node(
+            "Clip",
+            &["c"],
+            &["cl"],
+            vec![detrc::eval::attrs::make_float("max", 0.1)],
+        )
+        .node(
+            "Split",
+            &["cl"],
+            &["a", "b"],
+            vec![int_attr("axis", 1), ints_attr("split", &[3, 1])],
+        )
+        .node("ReduceSum", &["a"], &["s"], vec![ints_attr("axes", &[1])])
+        .node("Mul", &["s", "b"], &["t"], vec![])
+        .node("Add", &["x", "t"], &["y"], vec![]);
+    let mut g = m.graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    let before = g.clone();
+    let o = apply(&mut g, &fold_constants::FoldConstants);
+    assert!(changed(&o), "{o:?}");
+    assert_eq!(g.num_ops(), 1, "{:?}", g.op_histogram());
+    assert_same_outputs_graph(&before, &g);
+}
+
+#[test]
+fn fold_constants_folds_scatternd_and_einsum_of_constants() {
+    // RT-DETR / D-FINE build their anchors by ScatterND into a constant grid and their sine
+    // position embedding by an outer-product Einsum of two constant ranges.
+    let m = M::new(17)
+        .input("x", &[3, 2])
+        .output("y")
+        .rand("grid", &[3, 2], 9)
+        .i64("idx", &[2, 1], &[2, 0])
+        .rand("upd", &[2, 2], 10)
+        .rand("u", &[3], 11)
+        .rand("v", &[2], 12)
+        .node("ScatterND", &["grid", "idx", "upd"], &["g2"], vec![])
+        .node(
+            "Einsum",
+            &["u", "v"],
+            &["outer"],
+            vec![detrc::eval::attrs::make_string("equation", "i,j->ij")],
+        )
+        .node("Mul", &["g2", "outer"], &["k"], vec![])
+        .node("Add", &["x", "k"], &["y"], vec![]);
+    let (g, o) = check("fold_scatternd_einsum", &m, &fold_constants::FoldConstants);
+    assert!(changed(&o));
+    assert_eq!(g.num_ops(), 1, "{:?}", g.op_histogram());
+    // A contraction with an implicit output and a repeated letter, against the reference.
+    let m = M::new(17)
+        .input("x", &[2, 4])
+        .output("y")
+        .rand("a", &[2, 3], 13)
+        .rand("b", &[3, 4], 14)
+        .node(
+            "Einsum",
+            &["a", "b"],
+            &["ab"],
+            vec![detrc::eval::attrs::make_string("equation", "ij,jk")],
+        )
+        .node("Add", &["x", "ab"], &["y"], vec![]);
+    let mut g = m.graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    let before = g.clone();
+    assert!(changed(&apply(&mut g, &fold_constants::FoldConstants)));
+    assert_eq!(op_count(&g, "Einsum"), 0);
+    assert_same_outputs_graph(&before, &g);
+    // An index past the data stays in the graph (the evaluator refuses it; no panic).
+    let m = M::new(17)
+        .input("x", &[3, 2])
+        .output("y")
+        .rand("grid", &[3, 2], 9)
+        .i64("idx", &[1, 1], &[3])
+        .rand("upd", &[1, 2], 10)
+        .node("ScatterND", &["grid", "idx", "upd"], &["g2"], vec![])
+        .node("Add", &["x", "g2"], &["y"], vec![]);
+    let mut g = m.graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    assert_eq!(
+        apply(&mut g, &fold_constants::FoldConstants),
+        Outcome::Unchanged
+    );
+    assert_eq!(op_count(&g, "ScatterND"), 1);
+}
+
+#[test]
+fn eliminate_noops_removes_unit_affines_on_symbolic_shapes() {
+    // HGNetv2's learnable affine block at its initial value, `x * [1] + [0]`, on a
+    // dynamic-batch activation: the size-1 constants cannot broadcast x up, whatever N is.
+    let m = M::new(17)
+        .input_dims("x", &["N", "3", "4", "4"])
+        .output("y")
+        .output("z")
+        .f32("one", &[1], &[1.0])
+        .f32("zero", &[1], &[0.0])
+        .f32("one5", &[1, 1, 1, 1, 1], &[1.0])
+        .node("Relu", &["x"], &["r"], vec![])
+        .node("Mul", &["one", "r"], &["s"], vec![])
+        .node("Add", &["s", "zero"], &["y"], vec![])
+        // A unit constant of a higher rank adds an axis: kept.
+        .node("Mul", &["r", "one5"], &["z"], vec![]);
+    let mut g = m.graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    let before = g.clone();
+    let o = apply(&mut g, &eliminate_noops::EliminateNoops);
+    assert!(changed(&o), "{o:?}");
+    assert_eq!(op_count(&g, "Add"), 0);
+    assert_eq!(op_count(&g, "Mul"), 1, "the rank-raising Mul stays");
+    assert_eq!(g.num_ops(), 2);
+    // --verify's check, which runs a symbolic batch at 1.
+    let v = detrc::driver::verify_bytes(
+        &encode(&before.export()),
+        &encode(&g.export()),
+        &[0, 1],
+        Default::default(),
+    )
+    .unwrap();
+    assert!(v.ok(), "{:?}", v.outputs);
+}
+
+#[test]
+fn fold_constants_folds_gathernd_of_constants() {
+    // The dynamo exports of DETR build the key-padding mask with a GatherND of the constant
+    // all-ones pixel mask; folded, the mask's Where goes and with it torch's softmax NaN guards.
+    let m = M::new(18)
+        .input("x", &[2, 3])
+        .output("y")
+        .rand("data", &[2, 3, 2], 15)
+        .i64("idx", &[2, 3, 2], &[1, 0, 0, 2, 1, 1, 1, 2, 0, 0, 1, 2])
+        .node("GatherND", &["data", "idx"], &["picked"], vec![])
+        .node("ReduceSum", &["picked"], &["s"], vec![])
+        .node("Mul", &["x", "s"], &["y"], vec![]);
+    let mut g = m.graph();
+    apply(&mut g, &infer_shapes::InferShapes);
+    let before = g.clone();
+    assert!(changed(&apply(&mut g, &fold_constants::FoldConstants)));
+    assert_eq!(op_count(&g, "GatherND"), 0, "{:?}", g.op_histogram());
+    assert_same_outputs_graph(&before, &g);
+}

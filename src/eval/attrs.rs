@@ -54,6 +54,15 @@ pub fn make_ints(name: &str, v: Vec<i64>) -> AttributeProto {
     }
 }
 
+pub fn make_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        s: Some(v.as_bytes().to_vec().into()),
+        r#type: Some(crate::load::proto::attr_type::STRING),
+        ..Default::default()
+    }
+}
+
 pub fn make_float(name: &str, v: f32) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),

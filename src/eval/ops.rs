@@ -263,6 +263,32 @@ pub fn eval_op(
             }
             one(acc)
         }
+        "Clip" => {
+            // Bounds are inputs from opset 11, attributes before; either may be absent.
+            let bound = |slot: usize, attr: &str| -> R<Option<Tensor>> {
+                if opset >= 11 {
+                    return Ok(inputs.get(slot).cloned().flatten());
+                }
+                match attrs::float(at, attr) {
+                    Some(v) => Ok(Some(cast(
+                        &Tensor::F32(ArrayD::from_elem(IxDyn(&[]), v)),
+                        x()?.dtype(),
+                    )?)),
+                    None => Ok(None),
+                }
+            };
+            let mut acc = x()?.clone();
+            if let Some(lo) = bound(1, "min")? {
+                acc = num_binary!(&acc, &lo, op, |p, q| if q > p { q } else { p });
+            }
+            if let Some(hi) = bound(2, "max")? {
+                acc = num_binary!(&acc, &hi, op, |p, q| if q < p { q } else { p });
+            }
+            if acc.shape() != x()?.shape() {
+                return inv("Clip bounds must be scalars");
+            }
+            one(acc)
+        }
         "Pow" => {
             let e = y()?
                 .as_f64_vec()
@@ -485,6 +511,91 @@ pub fn eval_op(
                 slices[a] = onnx_slice(starts[k], ends[k], steps[k], s[a] as i64)?;
             }
             one(map_any!(data, arr => arr.slice_each_axis(|d| slices[d.axis.index()]).to_owned()))
+        }
+        "Split" => {
+            let data = x()?;
+            let s = data.shape();
+            let a = axis(attrs::int_or(at, "axis", 0), s.len())
+                .ok_or(EvalError::Invalid("Split axis".into()))?;
+            let len = s[a] as i64;
+            let sizes = if opset >= 13 {
+                opt_ints(inputs, 1)?
+            } else {
+                attrs::ints(at, "split")
+            };
+            // Without sizes the parts are equal, one per output: the caller states how many
+            // outputs the node has through `num_outputs` (an attribute from opset 18 on).
+            let sizes = match sizes {
+                Some(v) => v,
+                None => {
+                    let n = attrs::int(at, "num_outputs").filter(|&n| n > 0).ok_or(
+                        EvalError::Invalid("Split without sizes or num_outputs".into()),
+                    )?;
+                    let part = (len + n - 1) / n;
+                    if opset < 18 && part * n != len {
+                        return inv("Split into unequal parts without sizes");
+                    }
+                    (0..n).map(|i| part.min(len - i * part).max(0)).collect()
+                }
+            };
+            if sizes.iter().any(|&v| v < 0) || sizes.iter().sum::<i64>() != len {
+                return inv("Split sizes do not add up to the axis");
+            }
+            let mut out = Vec::with_capacity(sizes.len());
+            let mut start = 0;
+            for &n in &sizes {
+                let sl = Slice::new(start as isize, Some((start + n) as isize), 1);
+                out.push(map_any!(data, arr => arr
+                    .slice_each_axis(|d| if d.axis.index() == a { sl } else { Slice::new(0, None, 1) })
+                    .to_owned()));
+                start += n;
+            }
+            Ok(out)
+        }
+        "ScatterND" => {
+            if attrs::string(at, "reduction").is_some_and(|r| r != "none") {
+                return unsupported("ScatterND with a reduction");
+            }
+            let idx = match input(inputs, 1, op)? {
+                Tensor::I64(a) => a.clone(),
+                other => return inv(format!("ScatterND indices of {}", other.dtype())),
+            };
+            let upd = input(inputs, 2, op)?;
+            macro_rules! scatter {
+                ($($v:ident),*) => {
+                    match (x()?, upd) {
+                        $((Tensor::$v(d), Tensor::$v(u)) => Tensor::$v(scatter_nd(d, &idx, u)?),)*
+                        (d, u) => return inv(format!("ScatterND of {} and {}", d.dtype(), u.dtype())),
+                    }
+                };
+            }
+            one(scatter!(F32, F64, F16, I64, I32, I8, U8, Bool))
+        }
+        "GatherND" => {
+            if attrs::int_or(at, "batch_dims", 0) != 0 {
+                return unsupported("GatherND with batch_dims");
+            }
+            let idx = match input(inputs, 1, op)? {
+                Tensor::I64(a) => a.clone(),
+                other => return inv(format!("GatherND indices of {}", other.dtype())),
+            };
+            one(try_map_any!(x()?, d => gather_nd(d, &idx)))
+        }
+        "Einsum" => {
+            let eq = attrs::string(at, "equation")
+                .ok_or(EvalError::Invalid("Einsum equation".into()))?;
+            let xs: Vec<ArrayD<f64>> = (0..inputs.len())
+                .map(|i| match input(inputs, i, op)? {
+                    Tensor::F32(a) => Ok(a.mapv(|v| v as f64)),
+                    Tensor::F64(a) => Ok(a.clone()),
+                    other => unsupported(format!("Einsum of {}", other.dtype())),
+                })
+                .collect::<R<_>>()?;
+            let out = einsum(&eq, &xs)?;
+            one(match x()? {
+                Tensor::F32(_) => Tensor::F32(out.mapv(|v| v as f32)),
+                _ => Tensor::F64(out),
+            })
         }
         "Expand" => {
             let data = x()?;
@@ -1256,4 +1367,147 @@ pub fn same_dtype(ts: &[&Tensor]) -> bool {
 #[allow(dead_code)]
 fn _assert_with_any(t: &Tensor) -> usize {
     with_any!(t, a => a.ndim())
+}
+
+/// ScatterND without reduction: a copy of `data` with the slices that `idx` (last axis: the
+/// leading coordinates) addresses replaced by `upd`'s.
+fn scatter_nd<T: Copy>(data: &ArrayD<T>, idx: &ArrayD<i64>, upd: &ArrayD<T>) -> R<ArrayD<T>> {
+    let ds = data.shape();
+    let is = idx.shape();
+    let Some((&k, lead)) = is.split_last() else {
+        return inv("ScatterND indices of rank 0");
+    };
+    if k == 0 || k > ds.len() {
+        return inv("ScatterND index of no coordinates or more than the data's rank");
+    }
+    let want: Vec<usize> = lead.iter().chain(&ds[k..]).copied().collect();
+    if upd.shape() != want.as_slice() {
+        return inv(format!(
+            "ScatterND updates of shape {:?}, expected {want:?}",
+            upd.shape()
+        ));
+    }
+    let slice: usize = ds[k..].iter().product();
+    let mut out: Vec<T> = data.iter().copied().collect();
+    let ups: Vec<T> = upd.iter().copied().collect();
+    let idx: Vec<i64> = idx.iter().copied().collect();
+    for (j, coords) in idx.chunks(k).enumerate() {
+        let mut off = 0usize;
+        for (a, &c) in coords.iter().enumerate() {
+            let n = ds[a] as i64;
+            let c = if c < 0 { c + n } else { c };
+            if !(0..n).contains(&c) {
+                return inv("ScatterND index out of range");
+            }
+            off = off * ds[a] + c as usize;
+        }
+        let start = off * slice;
+        out[start..start + slice].copy_from_slice(&ups[j * slice..(j + 1) * slice]);
+    }
+    ArrayD::from_shape_vec(IxDyn(ds), out).or_else(|e| inv(format!("ScatterND: {e}")))
+}
+
+/// Einsum without ellipses, by enumerating every index assignment: for the small constant
+/// operands folding sees (position-embedding outer products), never for weights.
+fn einsum(eq: &str, xs: &[ArrayD<f64>]) -> R<ArrayD<f64>> {
+    let eq: String = eq.chars().filter(|c| !c.is_whitespace()).collect();
+    if eq.contains('.') {
+        return unsupported("Einsum with an ellipsis");
+    }
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l.to_string(), Some(r.to_string())),
+        None => (eq.clone(), None),
+    };
+    let terms: Vec<Vec<char>> = lhs.split(',').map(|t| t.chars().collect()).collect();
+    if terms.len() != xs.len() {
+        return inv("Einsum operand count");
+    }
+    let mut size: Vec<(char, usize)> = Vec::new();
+    for (t, x) in terms.iter().zip(xs) {
+        if t.len() != x.ndim() {
+            return inv("Einsum term rank");
+        }
+        for (&c, &d) in t.iter().zip(x.shape()) {
+            match size.iter().find(|(k, _)| *k == c) {
+                Some(&(_, e)) if e != d => return inv("Einsum sizes differ"),
+                Some(_) => {}
+                None => size.push((c, d)),
+            }
+        }
+    }
+    let out: Vec<char> = match rhs {
+        Some(r) => r.chars().collect(),
+        None => {
+            // Implicit output: the letters used once, in alphabetical order.
+            let mut once: Vec<char> = size
+                .iter()
+                .map(|&(c, _)| c)
+                .filter(|c| terms.iter().flatten().filter(|x| *x == c).count() == 1)
+                .collect();
+            once.sort_unstable();
+            once
+        }
+    };
+    let dim = |c: char| size.iter().find(|(k, _)| *k == c).map(|&(_, d)| d);
+    let out_shape: Vec<usize> = out
+        .iter()
+        .map(|&c| dim(c).ok_or(EvalError::Invalid("Einsum output letter".into())))
+        .collect::<R<_>>()?;
+    let letters: Vec<char> = size.iter().map(|&(c, _)| c).collect();
+    let total: usize = size.iter().map(|&(_, d)| d).product();
+    if total > 1 << 24 {
+        return unsupported("Einsum this large");
+    }
+    let mut res = ArrayD::<f64>::zeros(IxDyn(&out_shape));
+    let mut pos = vec![0usize; letters.len()];
+    let at = |pos: &[usize], t: &[char]| -> Vec<usize> {
+        t.iter()
+            .map(|c| pos[letters.iter().position(|l| l == c).expect("known letter")])
+            .collect()
+    };
+    for _ in 0..total {
+        let mut v = 1.0;
+        for (t, x) in terms.iter().zip(xs) {
+            v *= x[IxDyn(&at(&pos, t))];
+        }
+        res[IxDyn(&at(&pos, &out))] += v;
+        for (i, p) in pos.iter_mut().enumerate().rev() {
+            *p += 1;
+            if *p < size[i].1 {
+                break;
+            }
+            *p = 0;
+        }
+    }
+    Ok(res)
+}
+
+/// GatherND without batch dimensions: for each coordinate tuple on `idx`'s last axis, the
+/// slice of `data` it addresses.
+fn gather_nd<T: Copy>(data: &ArrayD<T>, idx: &ArrayD<i64>) -> R<ArrayD<T>> {
+    let ds = data.shape();
+    let Some((&k, lead)) = idx.shape().split_last() else {
+        return inv("GatherND indices of rank 0");
+    };
+    if k == 0 || k > ds.len() {
+        return inv("GatherND index of no coordinates or more than the data's rank");
+    }
+    let slice: usize = ds[k..].iter().product();
+    let flat: Vec<T> = data.iter().copied().collect();
+    let coords: Vec<i64> = idx.iter().copied().collect();
+    let mut out = Vec::with_capacity(lead.iter().product::<usize>() * slice);
+    for c in coords.chunks(k) {
+        let mut off = 0usize;
+        for (a, &v) in c.iter().enumerate() {
+            let n = ds[a] as i64;
+            let v = if v < 0 { v + n } else { v };
+            if !(0..n).contains(&v) {
+                return inv("GatherND index out of range");
+            }
+            off = off * ds[a] + v as usize;
+        }
+        out.extend_from_slice(&flat[off * slice..(off + 1) * slice]);
+    }
+    let shape: Vec<usize> = lead.iter().chain(&ds[k..]).copied().collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), out).or_else(|e| inv(format!("GatherND: {e}")))
 }

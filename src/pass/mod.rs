@@ -1,6 +1,8 @@
 //! The pass manager: runs passes to a fixed point, checks the IR after every pass, rolls a
 //! failed pass back, and records what each one did.
 
+pub mod pattern;
+
 use std::path::PathBuf;
 
 use serde::Serialize;

@@ -230,15 +230,15 @@ fn per_layer_heads(opset: i64) -> M {
     for i in 0..3 {
         let w = format!("w{i}");
         let c = format!("c{i}");
+        let prev = if i == 0 {
+            "x".to_string()
+        } else {
+            format!("h{}", i - 1)
+        };
         m = m
             .rand(&c, &[3], 10 + i)
             .rand(&w, &[3, 5], 20 + i)
-            .node(
-                "Add",
-                &[if i == 0 { "x" } else { &format!("h{}", i - 1) }, &c],
-                &[&format!("h{i}")],
-                vec![],
-            )
+            .node("Add", &[&prev, &c], &[&format!("h{i}")], vec![])
             .node(
                 "MatMul",
                 &[&format!("h{i}"), &w],
