@@ -16,6 +16,7 @@ onnxruntime cannot run the original).
 Usage (the fixture venv has onnxsim, onnxslim and onnxruntime):
     cargo build --release
     /work/venv-fix/bin/python benches/family_vs_peers.py [--only SUBSTR] [--md docs/family.md]
+    /work/venv-fix/bin/python benches/family_vs_peers.py --files /tmp/holdout/*.onnx  # hold-outs
 """
 from __future__ import annotations
 
@@ -64,14 +65,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", help="substring of the fixture names to run")
     ap.add_argument("--detrc", default=str(ROOT / "target/release/detrc"))
+    ap.add_argument("--files", nargs="+", type=Path,
+                    help="these ONNX files (hold-out exports) instead of the manifest's fixtures")
     ap.add_argument("--md", type=Path, help="also write the table into this markdown file "
                     "between the BEGIN/END family-table markers")
     a = ap.parse_args()
-    man = json.loads((ROOT / "fixtures/family/manifest.json").read_text())
+    if a.files:
+        sources = [f.resolve() for f in a.files]
+    else:
+        man = json.loads((ROOT / "fixtures/family/manifest.json").read_text())
+        sources = [ROOT / e["file"] for e in man["fixtures"]]
     tmp = Path(tempfile.mkdtemp(prefix="detrc_family_bench_"))
     rows = []
-    for e in man["fixtures"]:
-        src = ROOT / e["file"]
+    for src in sources:
         if a.only and a.only not in src.name:
             continue
         stem = src.name[:-5]
