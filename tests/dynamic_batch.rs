@@ -240,14 +240,7 @@ fn verify_runs_a_dynamic_result_at_batch_1_and_3() {
 
 #[test]
 fn onnxruntime_runs_every_dynamic_result_at_batch_1_to_4_image_by_image() {
-    let Some(py) = python() else {
-        assert!(
-            std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
-            "DETRC_REQUIRE_ORT is set but .venv is missing"
-        );
-        eprintln!("SKIP: no .venv with onnxruntime (scripts/setup_python.sh makes it)");
-        return;
-    };
+    let Some(py) = python_or_skip() else { return };
     let dir = tmpdir();
     let mut files = batch_fixtures();
     // The family exports generalize-batch handles so far (docs/dynamic-batch.md lists the

@@ -179,14 +179,7 @@ fn tract_agrees_on_static_transformers_exports() {
 /// and the compiled model.
 #[test]
 fn onnxruntime_agrees_on_every_family_fixture() {
-    let Some(py) = python() else {
-        assert!(
-            std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
-            "DETRC_REQUIRE_ORT is set but .venv is missing"
-        );
-        eprintln!("SKIP: no .venv with onnxruntime (scripts/setup_python.sh makes it)");
-        return;
-    };
+    let Some(py) = python_or_skip() else { return };
     let dir = tmpdir();
     let mut failures = vec![];
     for f in family_fixtures() {

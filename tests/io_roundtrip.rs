@@ -50,10 +50,7 @@ fn torch_exports_survive_the_ir_byte_for_byte() {
 
 #[test]
 fn fixtures_pass_the_python_onnx_checker_after_a_round_trip() {
-    let Some(py) = python() else {
-        eprintln!("SKIP: no .venv with the onnx package (run scripts/setup_python.sh)");
-        return;
-    };
+    let Some(py) = python_or_skip() else { return };
     let dir = tmpdir();
     let f = fixture("detr_tiny_op12_b2.onnx");
     let g = detrc::driver::load_graph(&f).unwrap().0;

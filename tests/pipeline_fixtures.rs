@@ -135,14 +135,7 @@ fn snapshots_of_the_ir_before_and_after_each_pass() {
 
 #[test]
 fn onnxruntime_agrees_with_the_compiled_models() {
-    let Some(py) = python() else {
-        assert!(
-            std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
-            "DETRC_REQUIRE_ORT is set but .venv is missing"
-        );
-        eprintln!("SKIP: no .venv with onnxruntime (scripts/setup_python.sh makes it)");
-        return;
-    };
+    let Some(py) = python_or_skip() else { return };
     let dir = tmpdir();
     for f in fixtures() {
         let out = dir.path().join(f.file_name().unwrap());

@@ -523,14 +523,7 @@ fn cli_quantize_writes_the_model_and_a_report() {
 /// the structure TensorRT-RTX needs: no Where, no INT32 DequantizeLinear, zero points 0, Q/DQ
 /// present); the script's JSON, or None when there is no .venv and none is required.
 fn qdq_check(model: &Path, held: &Path) -> Option<serde_json::Value> {
-    let Some(py) = python() else {
-        assert!(
-            std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
-            "DETRC_REQUIRE_ORT is set but .venv is missing"
-        );
-        eprintln!("SKIP: no .venv with onnxruntime");
-        return None;
-    };
+    let py = python_or_skip()?;
     let o = Command::new(py)
         .arg(root().join("scripts/qdq_check.py"))
         .arg(model)

@@ -290,6 +290,20 @@ pub fn python() -> Option<PathBuf> {
     None
 }
 
+/// The venv's Python for the onnxruntime cross-checks, or `None` with a SKIP line; with
+/// `DETRC_REQUIRE_ORT` set (the test command sets it) a missing venv fails the test instead.
+pub fn python_or_skip() -> Option<PathBuf> {
+    let py = python();
+    if py.is_none() {
+        assert!(
+            std::env::var_os("DETRC_REQUIRE_ORT").is_none(),
+            "DETRC_REQUIRE_ORT is set but .venv is missing"
+        );
+        eprintln!("SKIP: no .venv with onnxruntime (scripts/setup_python.sh makes it)");
+    }
+    py
+}
+
 pub fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
