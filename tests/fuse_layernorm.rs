@@ -355,19 +355,7 @@ fn opset_12_detr_exports_fuse_every_norm_and_both_runtimes_agree() {
         if let Some(py) = &py {
             let out = dir.path().join(&name);
             std::fs::write(&out, &bytes).unwrap();
-            let o = std::process::Command::new(py)
-                .arg(root().join("scripts/ort_compare.py"))
-                .arg(&f)
-                .arg(&out)
-                .args(["--atol", "1e-4", "--rtol", "1e-4"])
-                .output()
-                .unwrap();
-            assert!(
-                o.status.success(),
-                "{name}: {}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+            assert_ort_agrees(py, &f, &out, &name);
         }
     }
     assert_eq!(seen, 4, "detr_tiny and detr_tiny2 at batch 1 and 2");

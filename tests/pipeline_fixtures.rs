@@ -140,20 +140,7 @@ fn onnxruntime_agrees_with_the_compiled_models() {
     for f in fixtures() {
         let out = dir.path().join(f.file_name().unwrap());
         detrc::emit::save(&compile(&f).0, &out, detrc::emit::ExternalData::Never).unwrap();
-        let o = std::process::Command::new(&py)
-            .arg(root().join("scripts/ort_compare.py"))
-            .arg(&f)
-            .arg(&out)
-            .args(["--atol", "1e-4", "--rtol", "1e-4"])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{}: {}{}",
-            f.display(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert_ort_agrees(&py, &f, &out, &f.display().to_string());
     }
 }
 

@@ -304,6 +304,24 @@ pub fn python_or_skip() -> Option<PathBuf> {
     py
 }
 
+/// Asserts that onnxruntime (from Python, `scripts/ort_compare.py`, within 1e-4) computes the
+/// same outputs from `original` and `compiled`; `label` names the case in the failure.
+pub fn assert_ort_agrees(py: &Path, original: &Path, compiled: &Path, label: &str) {
+    let o = std::process::Command::new(py)
+        .arg(root().join("scripts/ort_compare.py"))
+        .arg(original)
+        .arg(compiled)
+        .args(["--atol", "1e-4", "--rtol", "1e-4"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{label}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 pub fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
