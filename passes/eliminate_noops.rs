@@ -10,6 +10,8 @@
 //!   Split(x) (one output)                     -> x
 //!   Squeeze(Unsqueeze(x)) | Unsqueeze(Squeeze(x)), same type -> x
 //!   Where(IsNaN(s), 0, s), s = Softmax(scores) with no additive mask on the scores -> s
+//!   Where(c, a, b), c a constant all true | all false -> a | b (a masked_fill whose mask
+//!     folded to nothing to mask: Deformable DETR's value padding mask)
 //! A rewrite needs the result's type to equal the input's, so it never changes a shape or
 //! element type that a consumer sees.
 
@@ -66,6 +68,24 @@ fn no_broadcast(g: &Graph, c: &Tensor, x: Port) -> bool {
     c.shape().iter().all(|&d| d == 1)
         && t.dtype == c.dtype()
         && (c.shape().is_empty() || t.rank().is_some_and(|r| r >= c.shape().len()))
+}
+
+/// `Where(c, a, b)` whose condition is a constant of one value picks one branch everywhere;
+/// that branch, when it already has the result's type (the condition and the other branch do
+/// not broadcast it).
+fn uniform_choice(g: &Graph, ins: &[Option<Port>], out: Port) -> Option<Port> {
+    let [Some(c), Some(a), Some(b)] = ins else {
+        return None;
+    };
+    let Tensor::Bool(cond) = const_value(g, *c)? else {
+        return None;
+    };
+    let first = *cond.iter().next()?;
+    if cond.iter().any(|&v| v != first) {
+        return None;
+    }
+    let pick = if first { *a } else { *b };
+    same_static_type(g, pick, out).then_some(pick)
 }
 
 /// `Where(IsNaN(s), 0, s)` with `s = Softmax(scores)`: torch's guard for a row of attention
@@ -185,7 +205,7 @@ pub fn noop_source(g: &Graph, n: NodeId) -> Option<Port> {
         "Transpose" => attrs::ints(&op.attrs, "perm")
             .is_some_and(|p| p.iter().enumerate().all(|(i, &v)| v == i as i64)),
         "Concat" => ins.len() == 1,
-        "Where" => return nan_guard_source(g, &ins, out),
+        "Where" => return uniform_choice(g, &ins, out).or_else(|| nan_guard_source(g, &ins, out)),
         "Split" => node.outputs.len() == 1 && keeps_type(),
         _ => false,
     };

@@ -80,6 +80,12 @@ fn infer_by_rule(g: &mut Graph, n: crate::ir::NodeId) -> usize {
     updated
 }
 
+/// Types every node in topological order, once (no folding); returns how many values learned
+/// more.
+pub fn type_all(g: &mut Graph) -> usize {
+    g.topo_ops().into_iter().map(|n| infer_node(g, n)).sum()
+}
+
 /// Small constants are read for shape computations; large weights never are.
 pub fn small_const(g: &Graph, p: Option<Port>) -> Option<Tensor> {
     let p = p?;

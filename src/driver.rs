@@ -90,6 +90,13 @@ pub fn compile_graph(
 }
 
 /// [`compile_graph`] with input shapes and a batch chosen by the caller.
+///
+/// A model whose batch is symbolic and whose other input dimensions are static is compiled
+/// the `--batch dynamic` way by default (at the batch it was traced at, then generalised):
+/// the Shape arithmetic around a symbolic batch does not fold otherwise, and the result keeps
+/// the model's symbolic batch either way. Where that route fails (no batch it runs at, a batch
+/// dependence `generalize-batch` has no rule for), the plain pipeline runs on the model as
+/// declared, and a report says why. `shapes.plain` turns the route off.
 pub fn compile_graph_with(
     mut g: Graph,
     had_external_data: bool,
@@ -102,108 +109,66 @@ pub fn compile_graph_with(
     let mut batch = None;
     let mut reports = Vec::new();
     if shapes.batch == Batch::Keep {
-        // Shapes given for a dynamic model: the original runs at them for verification.
-        if !shapes.input_shapes.is_empty() {
-            if let (Ok(input_shapes), Ok(Some(b))) = (
-                crate::shapes::static_input_shapes(&g),
-                crate::shapes::declared_batch(&g),
-            ) {
-                batch = Some(BatchChange {
-                    traced: b,
-                    result: Some(b),
-                    input_shapes,
-                });
-            }
-        }
-        reports = pipeline.run(&mut g, on)?;
-    } else {
-        let declared = crate::shapes::declared_batch(&g)?;
-        if let (Batch::Static(n), Some(b)) = (shapes.batch, declared) {
-            if n != b {
-                let first = crate::passes::generalize_batch::batch_inputs(&g)[0];
-                return Err(Error::InputShape {
-                    input: g.node(first).outputs[0].name.clone(),
-                    reason: format!(
-                        "the model fixes the batch to {b}, not {n}; use --batch dynamic to \
-                         generalise a batch-{b} export"
-                    ),
-                });
-            }
-        }
-        let traced = match declared {
-            Some(b) => b,
-            None => crate::shapes::find_traced_batch(&g)?,
-        };
-        crate::shapes::set_batch(&mut g, traced);
-        if declared.is_none() {
-            crate::shapes::forget_declared_types(&mut g);
-        }
-        let input_shapes = crate::shapes::static_input_shapes(&g)?;
-        reports.extend(pipeline.run(&mut g, on)?);
-        // Operators infer-shapes has no rule for (Einsum in RT-DETR's position embedding)
-        // leave the Shape arithmetic behind them unfolded, which the batch analysis cannot
-        // follow: typing them lets another round fold it. Each round can expose the next
-        // layer's such operator, hence the loop (bounded: a graph has few of them in a row).
-        for _ in 0..32 {
-            if crate::passes::infer_shapes::type_unruled(&mut g) == 0 {
-                break;
-            }
-            let mut more = pipeline.run(&mut g, on)?;
-            let base = reports.len();
-            for r in &mut more {
-                r.step += base;
-            }
-            reports.extend(more);
-        }
-        let result = match shapes.batch {
-            Batch::Static(n) => Some(n),
-            _ => None,
-        };
-        if result != Some(traced) {
+        let mut routed = None;
+        if !shapes.plain && shapes.input_shapes.is_empty() && symbolic_batch_only(&g) {
             let t0 = std::time::Instant::now();
-            let ops_before = g.num_ops();
-            let pass = "generalize-batch";
-            on(Event::Start {
-                step: reports.len() + 1,
-                pass,
-            });
-            let lines = crate::passes::generalize_batch::generalize(&mut g)
-                .and_then(|l| {
-                    g.fix_output_names();
-                    g.validate().map(|_| l)
-                })
-                .map_err(|reason| Error::Pass {
-                    pass: pass.into(),
-                    reason,
-                })?;
-            let r = Report {
-                step: reports.len() + 1,
-                iteration: 1,
-                pass: pass.into(),
-                status: "changed".into(),
-                details: lines,
-                ops_before,
-                ops_after: g.num_ops(),
-                millis: t0.elapsed().as_secs_f64() * 1e3,
-            };
-            on(Event::Done(&r));
-            reports.push(r);
-            if let Some(n) = result {
-                // Static again at the new size: the batch shape arithmetic folds away.
-                crate::shapes::set_batch(&mut g, n);
-                let mut more = pipeline.run(&mut g, on)?;
+            let name = crate::shapes::batch_param(&g);
+            match compile_at_batch(g.clone(), pipeline, Batch::Dynamic, on) {
+                Ok(mut done) => {
+                    if let Some(name) = name {
+                        let ours = crate::passes::generalize_batch::BATCH_PARAM;
+                        crate::shapes::rename_dim_param(&mut done.0, ours, &name);
+                    }
+                    routed = Some(done)
+                }
+                Err(e) => reports.push(Report {
+                    step: 1,
+                    iteration: 1,
+                    pass: "generalize-batch".into(),
+                    status: "not-applicable".into(),
+                    details: vec![format!(
+                        "compiled with the batch left symbolic instead of at the traced batch \
+                         and generalised: {e}"
+                    )],
+                    ops_before: g.num_ops(),
+                    ops_after: g.num_ops(),
+                    millis: t0.elapsed().as_secs_f64() * 1e3,
+                }),
+            }
+        }
+        match routed {
+            Some((h, r, change)) => {
+                g = h;
+                reports = r;
+                batch = Some(change);
+            }
+            None => {
+                // Shapes given for a dynamic model: the original runs at them for verification.
+                if !shapes.input_shapes.is_empty() {
+                    if let (Ok(input_shapes), Ok(Some(b))) = (
+                        crate::shapes::static_input_shapes(&g),
+                        crate::shapes::declared_batch(&g),
+                    ) {
+                        batch = Some(BatchChange {
+                            traced: b,
+                            result: Some(b),
+                            input_shapes,
+                        });
+                    }
+                }
                 let base = reports.len();
+                let mut more = pipeline.run(&mut g, on)?;
                 for r in &mut more {
                     r.step += base;
                 }
                 reports.extend(more);
             }
         }
-        batch = Some(BatchChange {
-            traced,
-            result,
-            input_shapes,
-        });
+    } else {
+        let (h, r, change) = compile_at_batch(g, pipeline, shapes.batch, on)?;
+        g = h;
+        reports = r;
+        batch = Some(change);
     }
     g.fix_output_names();
     g.validate().map_err(|reason| Error::Validation {
@@ -219,6 +184,173 @@ pub fn compile_graph_with(
         ops_after,
         had_external_data,
     })
+}
+
+/// Whether the model's batch is symbolic and everything else about its inputs static: the
+/// models [`compile_graph_with`] compiles at their traced batch by default.
+pub fn symbolic_batch_only(g: &Graph) -> bool {
+    matches!(crate::shapes::declared_batch(g), Ok(None))
+        && crate::shapes::static_input_shapes(&{
+            let mut h = g.clone();
+            crate::shapes::set_batch(&mut h, 1);
+            h
+        })
+        .is_ok()
+}
+
+/// Compiles at the batch the model was traced at (declared, or found by running it), then
+/// makes the batch symbolic (`Batch::Dynamic`) or static at another size.
+fn compile_at_batch(
+    mut g: Graph,
+    pipeline: &Pipeline,
+    want: Batch,
+    on: &mut dyn FnMut(Event),
+) -> Result<(Graph, Vec<Report>, BatchChange)> {
+    let mut reports: Vec<Report>;
+    let declared = crate::shapes::declared_batch(&g)?;
+    if let (Batch::Static(n), Some(b)) = (want, declared) {
+        if n != b {
+            let first = crate::passes::generalize_batch::batch_inputs(&g)[0];
+            return Err(Error::InputShape {
+                input: g.node(first).outputs[0].name.clone(),
+                reason: format!(
+                    "the model fixes the batch to {b}, not {n}; use --batch dynamic to \
+                     generalise a batch-{b} export"
+                ),
+            });
+        }
+    }
+    let probed = match declared {
+        Some(_) => None,
+        None => traced_batch_by_shapes(&g, pipeline),
+    };
+    let traced = match (&probed, declared) {
+        (Some((b, _, _)), _) => *b,
+        (None, Some(b)) => b,
+        (None, None) => crate::shapes::find_traced_batch(&g)?,
+    };
+    let input_shapes;
+    match probed {
+        Some((_, h, done)) => {
+            g = h;
+            input_shapes = crate::shapes::static_input_shapes(&g)?;
+            for r in &done {
+                on(Event::Done(r));
+            }
+            reports = done;
+        }
+        None => {
+            crate::shapes::set_batch(&mut g, traced);
+            if declared.is_none() {
+                crate::shapes::forget_declared_types(&mut g);
+            }
+            input_shapes = crate::shapes::static_input_shapes(&g)?;
+            reports = run_rounds(&mut g, pipeline, on)?;
+        }
+    }
+    let result = match want {
+        Batch::Static(n) => Some(n),
+        _ => None,
+    };
+    if result != Some(traced) {
+        let t0 = std::time::Instant::now();
+        let ops_before = g.num_ops();
+        let pass = "generalize-batch";
+        on(Event::Start {
+            step: reports.len() + 1,
+            pass,
+        });
+        let lines = crate::passes::generalize_batch::generalize(&mut g)
+            .and_then(|l| {
+                g.fix_output_names();
+                g.validate().map(|_| l)
+            })
+            .map_err(|reason| Error::Pass {
+                pass: pass.into(),
+                reason,
+            })?;
+        let r = Report {
+            step: reports.len() + 1,
+            iteration: 1,
+            pass: pass.into(),
+            status: "changed".into(),
+            details: lines,
+            ops_before,
+            ops_after: g.num_ops(),
+            millis: t0.elapsed().as_secs_f64() * 1e3,
+        };
+        on(Event::Done(&r));
+        reports.push(r);
+        if let Some(n) = result {
+            // Static again at the new size: the batch shape arithmetic folds away.
+            crate::shapes::set_batch(&mut g, n);
+            let mut more = pipeline.run(&mut g, on)?;
+            let base = reports.len();
+            for r in &mut more {
+                r.step += base;
+            }
+            reports.extend(more);
+        }
+    }
+    let change = BatchChange {
+        traced,
+        result,
+        input_shapes,
+    };
+    Ok((g, reports, change))
+}
+
+/// The pipeline, then again while operators without a shape rule get typed from their
+/// static inputs: they (the Einsum of RT-DETR's position embedding) leave the Shape arithmetic
+/// behind them unfolded, which the batch analysis cannot follow, and each round can expose the
+/// next layer's such operator (bounded: a graph has few of them in a row).
+fn run_rounds(
+    g: &mut Graph,
+    pipeline: &Pipeline,
+    on: &mut dyn FnMut(Event),
+) -> Result<Vec<Report>> {
+    let mut reports = pipeline.run(g, on)?;
+    for _ in 0..32 {
+        if crate::passes::infer_shapes::type_unruled(g) == 0 {
+            break;
+        }
+        let mut more = pipeline.run(g, on)?;
+        let base = reports.len();
+        for r in &mut more {
+            r.step += base;
+        }
+        reports.extend(more);
+    }
+    Ok(reports)
+}
+
+/// Batches tried without running the model, before [`crate::shapes::find_traced_batch`]
+/// runs it: exports are traced at one of these.
+const SHAPE_PROBE: &[i64] = &[1, 2, 3, 4];
+
+/// The batch a dynamic-batch export was traced at, found by compiling it at each of
+/// [`SHAPE_PROBE`] until every static shape agrees with every other
+/// ([`crate::shapes::shape_conflict`]); with the compiled graph and its reports. Compiling
+/// costs far less than loading an uncompiled export into a runtime (half a second for a
+/// small D-FINE), and the compiled graph is needed anyway. `None`: no such batch, the
+/// runtime probe decides.
+fn traced_batch_by_shapes(g: &Graph, pipeline: &Pipeline) -> Option<(i64, Graph, Vec<Report>)> {
+    for &b in SHAPE_PROBE {
+        let mut h = g.clone();
+        crate::shapes::set_batch(&mut h, b);
+        crate::shapes::forget_declared_types(&mut h);
+        crate::passes::infer_shapes::type_all(&mut h);
+        if crate::shapes::shape_conflict(&h).is_some() {
+            continue;
+        }
+        let Ok(reports) = run_rounds(&mut h, pipeline, &mut |_| {}) else {
+            continue;
+        };
+        if crate::shapes::shape_conflict(&h).is_none() {
+            return Some((b, h, reports));
+        }
+    }
+    None
 }
 
 /// Metadata key `detrc compile` sets on the models it writes; the value is detrc's version.

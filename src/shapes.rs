@@ -36,11 +36,14 @@ pub struct ShapeOptions {
     pub batch: Batch,
     /// `(input name, dims)`, applied before anything else.
     pub input_shapes: Vec<(String, Vec<i64>)>,
+    /// With `Batch::Keep`, compile a symbolic-batch model with its batch left symbolic, not at
+    /// its traced batch and generalised (`--plain-batch`; see `driver::compile_graph_with`).
+    pub plain: bool,
 }
 
 impl ShapeOptions {
     pub fn is_default(&self) -> bool {
-        self.batch == Batch::Keep && self.input_shapes.is_empty()
+        self.batch == Batch::Keep && self.input_shapes.is_empty() && !self.plain
     }
 }
 
@@ -262,4 +265,160 @@ pub fn find_traced_batch(g: &Graph) -> Result<i64> {
              {last}); give the traced shape with --input-shape"
         ),
     ))
+}
+
+/// The first operator whose static input shapes contradict each other, described; `None` if
+/// none does. A dynamic-batch export traced at batch B and fixed to another batch shows it:
+/// its unrolled per-image loop splits a batch axis into B parts, a Reshape to a baked `[B,
+/// ...]` does not hold the elements, a per-image constant does not broadcast. Used to find
+/// the traced batch without running the model (see `driver::compile_graph_with`).
+pub fn shape_conflict(g: &Graph) -> Option<String> {
+    use crate::eval::attrs;
+    use crate::passes::infer_shapes::small_const;
+    let shape = |p: Option<crate::ir::Port>| p.and_then(|p| g.ty(p)?.static_shape());
+    let ints = |p| small_const(g, p).and_then(|t| t.as_i64_vec());
+    for n in g.topo_ops() {
+        let Some(op) = g.node(n).op() else { continue };
+        if !crate::ir::is_onnx_domain(&op.domain) {
+            continue;
+        }
+        let ins = g.inputs(n);
+        let arg = |i: usize| ins.get(i).copied().flatten();
+        let why = match op.op_type.as_str() {
+            "Reshape" => match (shape(arg(0)), ints(arg(1))) {
+                (Some(x), Some(t)) => {
+                    let total: i64 = x.iter().product();
+                    let allow_zero = attrs::int_or(&op.attrs, "allowzero", 0) != 0;
+                    let mut known = 1i64;
+                    let mut free = 0;
+                    for (i, &d) in t.iter().enumerate() {
+                        match d {
+                            -1 => free += 1,
+                            0 if !allow_zero => known *= x.get(i).copied().unwrap_or(0),
+                            d => known *= d,
+                        }
+                    }
+                    let fits = match free {
+                        0 => known == total,
+                        1 => known != 0 && total % known == 0,
+                        _ => false,
+                    };
+                    (!fits).then(|| format!("cannot reshape {x:?} to {t:?}"))
+                }
+                _ => None,
+            },
+            "Split" => {
+                let axis = attrs::int_or(&op.attrs, "axis", 0);
+                let sizes = ints(arg(1)).or_else(|| attrs::ints(&op.attrs, "split"));
+                match (shape(arg(0)), sizes) {
+                    (Some(x), Some(s)) => {
+                        let a = if axis < 0 {
+                            axis + x.len() as i64
+                        } else {
+                            axis
+                        };
+                        let d = usize::try_from(a).ok().and_then(|a| x.get(a).copied());
+                        let sum: i64 = s.iter().sum();
+                        d.filter(|&d| d != sum)
+                            .map(|d| format!("splits an axis of {d} into {s:?}"))
+                    }
+                    _ => None,
+                }
+            }
+            "Concat" => {
+                let axis = attrs::int_or(&op.attrs, "axis", 0);
+                let shapes: Option<Vec<Vec<i64>>> = ins.iter().map(|&p| shape(p)).collect();
+                shapes.and_then(|s| {
+                    let r = s.first()?.len() as i64;
+                    let a = if axis < 0 { axis + r } else { axis };
+                    s.iter()
+                        .any(|x| {
+                            x.len() as i64 != r
+                                || x.iter()
+                                    .zip(&s[0])
+                                    .enumerate()
+                                    .any(|(i, (u, v))| i as i64 != a && u != v)
+                        })
+                        .then(|| format!("concatenates {s:?} on axis {axis}"))
+                })
+            }
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Where" | "Equal" | "Less" | "Greater"
+            | "And" | "Or" | "Max" | "Min" => {
+                let shapes: Option<Vec<Vec<i64>>> = ins.iter().map(|&p| shape(p)).collect();
+                shapes.and_then(|s| {
+                    let r = s.iter().map(Vec::len).max()?;
+                    let clash = (0..r).any(|k| {
+                        let dims: Vec<i64> = s
+                            .iter()
+                            .filter_map(|x| (k + x.len()).checked_sub(r).map(|i| x[i]))
+                            .filter(|&d| d != 1)
+                            .collect();
+                        dims.windows(2).any(|w| w[0] != w[1])
+                    });
+                    clash.then(|| format!("cannot broadcast {s:?}"))
+                })
+            }
+            "MatMul" => match (shape(arg(0)), shape(arg(1))) {
+                (Some(a), Some(b)) if a.len() >= 2 && b.len() >= 2 => {
+                    (a[a.len() - 1] != b[b.len() - 2]).then(|| format!("multiplies {a:?} by {b:?}"))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Some(format!("{}: {why}", g.node(n).display_name()));
+        }
+    }
+    None
+}
+
+/// The name of the symbolic batch dimension the inputs declare (`N` in the official RT-DETR
+/// exports), if they agree on one.
+pub fn batch_param(g: &Graph) -> Option<String> {
+    let mut name = None;
+    for n in crate::passes::generalize_batch::batch_inputs(g) {
+        match g.node(n).outputs[0].ty.as_ref()?.shape.as_ref()?.first()? {
+            Dim::Param(p) if name.as_ref().is_none_or(|q| q == p) => name = Some(p.clone()),
+            _ => return None,
+        }
+    }
+    name
+}
+
+/// Renames symbolic dimension `from` to `to` everywhere it is declared: inputs, outputs and
+/// operator outputs. A model keeps the batch name it came with, which runtimes' dimension
+/// overrides refer to.
+pub fn rename_dim_param(g: &mut Graph, from: &str, to: &str) {
+    let rename = |t: &mut TensorType| {
+        for d in t.shape.iter_mut().flatten() {
+            if matches!(d, Dim::Param(p) if p == from) {
+                *d = Dim::Param(to.to_string());
+            }
+        }
+    };
+    for n in g.graph_inputs() {
+        if let Some(mut ty) = g.node(n).outputs[0].ty.clone() {
+            rename(&mut ty);
+            set_input_type(g, n, ty);
+        }
+    }
+    for n in g.topo_ops() {
+        for v in g.node_mut(n).outputs.iter_mut() {
+            if let Some(t) = v.ty.as_mut() {
+                rename(t);
+            }
+        }
+    }
+    for i in 0..g.outputs.len() {
+        let decl = g.outputs[i]
+            .info
+            .r#type
+            .as_ref()
+            .and_then(TensorType::from_proto);
+        if let Some(mut t) = decl {
+            rename(&mut t);
+            g.outputs[i].info.r#type = Some(t.to_proto());
+        }
+    }
 }

@@ -98,7 +98,7 @@ fn dynamic(path: &Path) -> detrc::driver::Compiled {
     let p = Pipeline::new(detrc::passes::registry());
     let shapes = ShapeOptions {
         batch: Batch::Dynamic,
-        input_shapes: vec![],
+        ..Default::default()
     };
     compile_with(path, &p, &shapes, &mut |_| {})
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -673,4 +673,150 @@ fn batch_profile_fp16_engine_of_the_generalised_official_rtdetrv2_builds_for_sm8
     assert_eq!(sc.inputs[0].shape, vec![-1, 3, 320, 320]);
     assert_eq!(sc.precision, "fp16");
     assert_eq!(sc.targets, vec!["sm86".to_string()]);
+}
+
+// ---------- the default for a dynamic-batch export ----------
+
+fn compile_default(path: &Path, plain: bool) -> detrc::driver::Compiled {
+    let p = Pipeline::new(detrc::passes::registry());
+    let shapes = ShapeOptions {
+        plain,
+        ..Default::default()
+    };
+    compile_with(path, &p, &shapes, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn a_dynamic_batch_export_compiles_at_its_traced_batch_by_default() {
+    // The transformers exports with a dynamic batch leave the Shape arithmetic around the
+    // batch when compiled as declared; at the traced batch it folds, and the result is
+    // generalised again, without running the model to find the batch.
+    // facebookresearch/detr traced at batch 2 runs at batch 2 only as declared (its per-image
+    // loop is unrolled), so there the gain is that the result runs at any batch.
+    for (name, traced, fewer) in [
+        ("fixtures/family/detr_op17_dyn.onnx", 1, true),
+        ("fixtures/family/rtdetr_op17_dyn.onnx", 1, true),
+        ("fixtures/dynamic/detr_tiny_op17_b2_dyn.onnx", 2, false),
+    ] {
+        let f = root().join(name);
+        let routed = compile_default(&f, false);
+        let plain = compile_default(&f, true);
+        assert!(plain.batch.is_none(), "{name}");
+        assert_eq!(
+            routed.batch.as_ref().map(|b| b.traced),
+            Some(traced),
+            "{name}"
+        );
+        assert_eq!(routed.batch.as_ref().unwrap().result, None, "{name}");
+        let n = |c: &detrc::driver::Compiled, op: &str| c.ops_after.get(op).copied().unwrap_or(0);
+        let total = |c: &detrc::driver::Compiled| c.ops_after.values().sum::<usize>();
+        assert!(
+            !fewer || (total(&routed) < total(&plain) && n(&routed, "Shape") < n(&plain, "Shape")),
+            "{name}: {} nodes / {} Shape against {} / {} as declared",
+            total(&routed),
+            n(&routed, "Shape"),
+            total(&plain),
+            n(&plain, "Shape")
+        );
+        assert_eq!(n(&routed, "Where"), 0, "{name}");
+        // Image by image against the original at its traced batch.
+        let v = verify_batches(
+            &f,
+            &encode(&routed.model),
+            routed.batch.as_ref().unwrap(),
+            &[1, 3],
+            &[0],
+            Tolerance::default(),
+        )
+        .unwrap();
+        assert!(v.ok(), "{name}: {:?}", v.outputs);
+    }
+}
+
+#[test]
+fn the_default_route_keeps_the_batch_name_the_model_declares() {
+    // The official RT-DETRv2 export calls its batch `N`.
+    let c = compile_default(
+        &root().join("fixtures/family/rtdetrv2_official.onnx"),
+        false,
+    );
+    assert!(c.batch.is_some());
+    let g = detrc::ir::from_onnx::import(c.model).unwrap();
+    for n in g.graph_inputs() {
+        let ty = g.node(n).outputs[0].ty.clone().unwrap();
+        assert!(
+            ty.to_string().starts_with("f32[N,") || ty.to_string().starts_with("i64[N,"),
+            "{ty}"
+        );
+    }
+}
+
+#[test]
+fn a_batch_generalize_batch_cannot_follow_falls_back_to_the_model_as_declared() {
+    // ReduceSum over a dynamic batch: compiled with the batch left symbolic, and a report
+    // says why.
+    let m = M::new(13)
+        .input_dims("x", &["n", "3"])
+        .i64("ax", &[1], &[0])
+        .node(
+            "ReduceSum",
+            &["x", "ax"],
+            &["s"],
+            vec![int_attr("keepdims", 1)],
+        )
+        .node("Relu", &["s"], &["y"], vec![])
+        .output("y");
+    let dir = tmpdir();
+    let f = dir.path().join("reduce.onnx");
+    std::fs::write(&f, encode(&m.model())).unwrap();
+    let c = compile_default(&f, false);
+    assert!(c.batch.is_none());
+    let r = &c.reports[0];
+    assert_eq!(
+        (r.pass.as_str(), r.status.as_str()),
+        ("generalize-batch", "not-applicable")
+    );
+    assert!(r.details[0].contains("over the batch"), "{:?}", r.details);
+    let g = detrc::ir::from_onnx::import(c.model).unwrap();
+    let ty = g.node(g.graph_inputs()[0]).outputs[0].ty.clone().unwrap();
+    assert_eq!(ty.to_string(), "f32[n,3]");
+}
+
+#[test]
+fn unit_shape_conflicts_tell_a_wrong_batch() {
+    // A Reshape to a baked batch 2 and a Split of the batch into two images, at batch 1.
+    for (m, want) in [
+        (
+            M::new(13)
+                .input("x", &[1, 4])
+                .i64("t", &[2], &[2, 4])
+                .node("Reshape", &["x", "t"], &["y"], vec![])
+                .output("y"),
+            "cannot reshape [1, 4] to [2, 4]",
+        ),
+        (
+            M::new(13)
+                .input("x", &[1, 4])
+                .i64("s", &[2], &[1, 1])
+                .node("Split", &["x", "s"], &["a", "b"], vec![int_attr("axis", 0)])
+                .node("Add", &["a", "b"], &["y"], vec![])
+                .output("y"),
+            "splits an axis of 1 into [1, 1]",
+        ),
+    ] {
+        let mut g = m.graph();
+        detrc::passes::infer_shapes::type_all(&mut g);
+        let c = detrc::shapes::shape_conflict(&g);
+        assert!(c.as_deref().is_some_and(|c| c.contains(want)), "{c:?}");
+    }
+    // At the right batch nothing conflicts.
+    let mut g = M::new(13)
+        .input("x", &[2, 4])
+        .i64("t", &[2], &[2, 4])
+        .node("Reshape", &["x", "t"], &["y"], vec![])
+        .output("y")
+        .graph();
+    detrc::passes::infer_shapes::type_all(&mut g);
+    assert_eq!(detrc::shapes::shape_conflict(&g), None);
 }

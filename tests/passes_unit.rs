@@ -114,6 +114,34 @@ fn eliminate_noops_removes_identity_mul_one_add_zero_same_shape_reshape() {
 }
 
 #[test]
+fn eliminate_noops_resolves_a_where_on_a_uniform_constant_condition() {
+    // masked_fill(x, mask, 0) with a mask of nothing to mask (all false) is x; all true picks
+    // the other branch; a mixed mask, or a branch the condition would broadcast, stays.
+    let m = M::new(17)
+        .input("x", &[1, 4, 3])
+        .output("y")
+        .output("z")
+        .output("w")
+        .output("v")
+        .bool("none", &[1, 4, 1], &[false; 4])
+        .bool("all", &[1, 4, 1], &[true; 4])
+        .bool("some", &[1, 4, 1], &[true, false, false, false])
+        .f32("zero", &[], &[0.0])
+        .rand("b", &[1, 1, 3], 3)
+        .node("Relu", &["x"], &["r"], vec![])
+        .node("Where", &["none", "zero", "r"], &["p"], vec![])
+        .node("Where", &["all", "r", "zero"], &["q"], vec![])
+        .node("Mul", &["p", "q"], &["y"], vec![])
+        .node("Sub", &["p", "q"], &["z"], vec![])
+        .node("Where", &["some", "zero", "r"], &["w"], vec![])
+        .node("Where", &["none", "r", "b"], &["v"], vec![]);
+    let (g, o) = check("noops_uniform_where", &m, &eliminate_noops::EliminateNoops);
+    assert!(changed(&o));
+    // Two picked x; the mixed mask and the broadcast [1,1,3] branch stay.
+    assert_eq!(op_count(&g, "Where"), 2);
+}
+
+#[test]
 fn eliminate_noops_keeps_broadcasting_mul_by_one_and_real_scales() {
     // x*1 that broadcasts [3] up to [2,3] changes the shape: not a no-op.
     let m = M::new(17)

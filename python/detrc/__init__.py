@@ -257,7 +257,11 @@ def compile(
             returned or written). The figures are in ``report["verification"]``.
         batch: ``"dynamic"`` makes the batch symbolic, generalising batch-baked shapes and
             per-image constants (``compile --batch dynamic``); an int makes it static at that
-            size; ``None`` keeps the model's. ``report["batch"]`` says what changed.
+            size; ``None`` keeps the model's: a symbolic batch is compiled at the batch the
+            model was traced at and generalised again (the shape arithmetic around it folds;
+            if that fails, or its verification does, the model is compiled as declared);
+            ``"plain"`` compiles it as declared (``compile --plain-batch``).
+            ``report["batch"]`` says what changed.
         input_shapes: fix input shapes before the passes run, ``{name: dims}`` with dims a
             sequence of ints or ``"1x3x800x800"`` (``compile --input-shape``), so all static
             folding applies.
@@ -300,10 +304,12 @@ def compile(
             "detrc.compile: a model given as a path is compiled to a file: pass output=..., "
             "or pass the model as bytes or an onnx.ModelProto to get it back in memory"
         )
-    if batch is None or batch == "dynamic":
+    if batch is None or batch in ("dynamic", "plain"):
         batch_opt = batch
     elif isinstance(batch, str):
-        raise UsageError(f'detrc.compile: batch={batch!r}: use "dynamic", a size or None')
+        raise UsageError(
+            f'detrc.compile: batch={batch!r}: use "dynamic", "plain", a size or None'
+        )
     else:
         batch_opt = str(_int(f, "batch", batch, minimum=1))
     shapes_opt = []

@@ -236,7 +236,9 @@ fn compile_impl(
         }
     };
     let mut shapes = detrc::shapes::ShapeOptions::default();
-    if let Some(b) = &o.batch {
+    if o.batch.as_deref() == Some("plain") {
+        shapes.plain = true;
+    } else if let Some(b) = &o.batch {
         shapes.batch = b
             .parse()
             .map_err(|e: String| Failure::new("usage", format!("batch={b:?}: {e}")))?;
@@ -259,61 +261,76 @@ fn compile_impl(
     pipeline.context.strict = o.strict;
     pipeline.context.fold_budget_bytes = o.fold_budget;
 
-    let t0 = Instant::now();
-    let (g, had_external_data) = src.load()?;
-    let mut compiled =
-        detrc::driver::compile_graph_with(g, had_external_data, &pipeline, &shapes, &mut |_| {})?;
-    detrc::driver::mark_compiled(&mut compiled.model);
-    let seconds = t0.elapsed().as_secs_f64();
+    let (compiled, seconds, verification, encoded) = loop {
+        let t0 = Instant::now();
+        let (g, had_external_data) = src.load()?;
+        let mut compiled = detrc::driver::compile_graph_with(
+            g,
+            had_external_data,
+            &pipeline,
+            &shapes,
+            &mut |_| {},
+        )?;
+        detrc::driver::mark_compiled(&mut compiled.model);
+        let seconds = t0.elapsed().as_secs_f64();
 
-    let encoded = if o.verify || o.return_bytes {
-        let mut v = Vec::new();
-        detrc::emit::write_model(&compiled.model, &mut v).map_err(|cause| detrc::Error::Write {
-            path: "<memory>".into(),
-            cause,
-        })?;
-        Some(v)
-    } else {
-        None
-    };
-    let mut verification = None;
-    if let Some(candidate) = encoded.as_deref().filter(|_| o.verify) {
-        let seeds: Vec<u64> = (0..o.verify_runs.max(1)).map(|i| o.seed + i).collect();
-        let tol = Tolerance {
-            atol: o.atol,
-            rtol: o.rtol,
+        let encoded = if o.verify || o.return_bytes {
+            let mut v = Vec::new();
+            detrc::emit::write_model(&compiled.model, &mut v).map_err(|cause| {
+                detrc::Error::Write {
+                    path: "<memory>".into(),
+                    cause,
+                }
+            })?;
+            Some(v)
+        } else {
+            None
         };
-        let vb = &o.verify_batches;
-        let v = match (src, &compiled.batch) {
-            (Source::Path(p), None) => detrc::driver::verify(p, candidate, &seeds, tol)?,
-            (Source::Bytes { data, .. }, None) => {
-                detrc::driver::verify_bytes(data, candidate, &seeds, tol)?
+        let mut verification = None;
+        if let Some(candidate) = encoded.as_deref().filter(|_| o.verify) {
+            let seeds: Vec<u64> = (0..o.verify_runs.max(1)).map(|i| o.seed + i).collect();
+            let tol = Tolerance {
+                atol: o.atol,
+                rtol: o.rtol,
+            };
+            let vb = &o.verify_batches;
+            let v = match (src, &compiled.batch) {
+                (Source::Path(p), None) => detrc::driver::verify(p, candidate, &seeds, tol)?,
+                (Source::Bytes { data, .. }, None) => {
+                    detrc::driver::verify_bytes(data, candidate, &seeds, tol)?
+                }
+                (Source::Path(p), Some(c)) => {
+                    detrc::driver::verify_batches(p, candidate, c, vb, &seeds, tol)?
+                }
+                (Source::Bytes { data, .. }, Some(c)) => {
+                    let (runtime, _) = detrc::reference::RuntimeChoice::default().resolve()?;
+                    detrc::driver::verify_batches_with(
+                        detrc::driver::Original::Bytes(data),
+                        candidate,
+                        c,
+                        vb,
+                        &seeds,
+                        tol,
+                        &runtime,
+                    )?
+                }
+            };
+            if !v.ok() {
+                if o.batch.is_none() && !shapes.plain && compiled.batch.is_some() {
+                    // The generalised result is wrong: compile the model as declared instead.
+                    shapes.plain = true;
+                    continue;
+                }
+                return Err(Failure::Categorized {
+                    category: "verification",
+                    message: v.failure_message(tol),
+                    data: serde_json::to_string(&v).ok(),
+                });
             }
-            (Source::Path(p), Some(c)) => {
-                detrc::driver::verify_batches(p, candidate, c, vb, &seeds, tol)?
-            }
-            (Source::Bytes { data, .. }, Some(c)) => {
-                let (runtime, _) = detrc::reference::RuntimeChoice::default().resolve()?;
-                detrc::driver::verify_batches_with(
-                    detrc::driver::Original::Bytes(data),
-                    candidate,
-                    c,
-                    vb,
-                    &seeds,
-                    tol,
-                    &runtime,
-                )?
-            }
-        };
-        if !v.ok() {
-            return Err(Failure::Categorized {
-                category: "verification",
-                message: v.failure_message(tol),
-                data: serde_json::to_string(&v).ok(),
-            });
+            verification = Some(v);
         }
-        verification = Some(v);
-    }
+        break (compiled, seconds, verification, encoded);
+    };
     if let Some(out) = &o.output {
         detrc::emit::save(&compiled.model, out, mode)?;
     }

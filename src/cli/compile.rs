@@ -68,6 +68,11 @@ pub struct Args {
     /// are generalised) or a size N (static at N). Default: as the model declares it.
     #[arg(long)]
     batch: Option<detrc::shapes::Batch>,
+    /// Compile a dynamic-batch model with its batch symbolic throughout, not at the batch it
+    /// was traced at and generalised (the default, which folds the Shape arithmetic around
+    /// the batch; docs/dynamic-batch.md).
+    #[arg(long, conflicts_with = "batch")]
+    plain_batch: bool,
     /// Fix an input's shape before the passes run, e.g. `images:1x3x800x800` (repeatable), so
     /// all static folding applies. Dimensions the model fixes must match.
     #[arg(long, value_name = "NAME:DIMS")]
@@ -110,6 +115,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let mut shapes = detrc::shapes::ShapeOptions {
         batch: a.batch.unwrap_or_default(),
         input_shapes: Vec::new(),
+        plain: a.plain_batch,
     };
     for s in &a.input_shape {
         shapes
@@ -137,18 +143,26 @@ pub fn run(a: Args) -> Result<(), Exit> {
         None
     };
     let seeds: Vec<u64> = (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect();
+    // A dynamic-batch model compiled at its traced batch and generalised is verified at
+    // several batch sizes, the original at its traced batch: that needs the compile first.
+    let routed = |shapes: &detrc::shapes::ShapeOptions| {
+        shapes.batch == detrc::shapes::Batch::Keep
+            && !shapes.plain
+            && shapes.input_shapes.is_empty()
+            && detrc::driver::load_graph(&a.input)
+                .map(|(g, _)| detrc::driver::symbolic_batch_only(&g))
+                .unwrap_or(false)
+    };
     // The original runs first and is dropped before compiling: the two models are never in
     // memory together.
-    // With --batch the original runs at the batch compile finds, so after compiling.
     let expected = match &runtime {
-        Some(rt) if a.batch.is_none() => Some(
+        Some(rt) if a.batch.is_none() && !routed(&shapes) => Some(
             detrc::driver::run_original(detrc::driver::Original::Path(&a.input), &seeds, rt)
                 .with_context(|| format!("verification could not run {}", a.input.display()))?,
         ),
         _ => None,
     };
     let tty = std::io::stderr().is_terminal();
-    let t0 = std::time::Instant::now();
     let mut on = |e: Event| {
         if quiet {
             return;
@@ -174,95 +188,106 @@ pub fn run(a: Args) -> Result<(), Exit> {
             _ => {}
         }
     };
-    let mut compiled = match detrc::driver::compile_with(&a.input, &pipeline, &shapes, &mut on) {
-        Ok(c) => c,
-        Err(e) => {
-            let code = match e {
-                detrc::Error::InputShape { .. } => EXIT_USAGE,
-                _ => super::EXIT_ERROR,
-            };
-            return Err(Exit(
-                code,
-                anyhow!(e).context(format!("cannot compile {}", a.input.display())),
-            ));
-        }
-    };
-    detrc::driver::mark_compiled(&mut compiled.model);
-    if tty && !quiet {
-        eprint!("\r\x1b[2K");
-    }
-    let compile_s = t0.elapsed().as_secs_f64();
-
     let mode = match a.external_data.as_str() {
         "always" => ExternalData::Always,
         "never" => ExternalData::Never,
         _ => ExternalData::Auto,
     };
     let write_err = || format!("cannot write {}", a.output.display());
-    let mut verification = None;
-    match &runtime {
-        None => detrc::emit::save(&compiled.model, &a.output, mode).with_context(write_err)?,
-        Some(runtime) => {
-            let tol = Tolerance {
-                atol: a.atol,
-                rtol: a.rtol,
-            };
-            let (v, staged) = match &compiled.batch {
-                Some(change) => {
-                    let mut bytes = Vec::new();
-                    detrc::emit::write_model(&compiled.model, &mut bytes)?;
-                    let v = detrc::driver::verify_batches_with(
+    let (compiled, compile_s, verification) = loop {
+        let t0 = std::time::Instant::now();
+        let mut compiled = match detrc::driver::compile_with(&a.input, &pipeline, &shapes, &mut on)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let code = match e {
+                    detrc::Error::InputShape { .. } => EXIT_USAGE,
+                    _ => super::EXIT_ERROR,
+                };
+                return Err(Exit(
+                    code,
+                    anyhow!(e).context(format!("cannot compile {}", a.input.display())),
+                ));
+            }
+        };
+        detrc::driver::mark_compiled(&mut compiled.model);
+        if tty && !quiet {
+            eprint!("\r\x1b[2K");
+        }
+        let compile_s = t0.elapsed().as_secs_f64();
+        let Some(runtime) = &runtime else {
+            detrc::emit::save(&compiled.model, &a.output, mode).with_context(write_err)?;
+            break (compiled, compile_s, None);
+        };
+        let tol = Tolerance {
+            atol: a.atol,
+            rtol: a.rtol,
+        };
+        let (v, staged) = match &compiled.batch {
+            Some(change) => {
+                let mut bytes = Vec::new();
+                detrc::emit::write_model(&compiled.model, &mut bytes)?;
+                let v = detrc::driver::verify_batches_with(
+                    detrc::driver::Original::Path(&a.input),
+                    &bytes,
+                    change,
+                    &a.verify_batches,
+                    &seeds,
+                    tol,
+                    runtime,
+                );
+                (v, None)
+            }
+            None => {
+                // Written first and checked from the written files: the compiled model
+                // leaves memory before it runs, and onnxruntime maps its weights from the
+                // files instead of copying them (peak memory, docs/reference.md).
+                let staged =
+                    detrc::emit::stage(&compiled.model, &a.output, mode).with_context(write_err)?;
+                compiled.model = Default::default();
+                // The input's pages that only its replaced weights used stay resident
+                // otherwise.
+                detrc::load::release_mapped_pages();
+                let written = detrc::load::load(&staged.path())
+                    .with_context(|| format!("cannot read back {}", a.output.display()))?;
+                let candidate = detrc::driver::Candidate::Model(&written.proto);
+                let v = match &expected {
+                    Some(expected) => {
+                        detrc::driver::check_candidate(expected, candidate, tol, runtime)
+                    }
+                    None => detrc::driver::verify_with(
                         detrc::driver::Original::Path(&a.input),
-                        &bytes,
-                        change,
-                        &a.verify_batches,
+                        candidate,
                         &seeds,
                         tol,
                         runtime,
+                    ),
+                };
+                (v, Some(staged))
+            }
+        };
+        let v = v.context("verification could not run")?;
+        if !v.ok() {
+            if a.batch.is_none() && !shapes.plain && compiled.batch.is_some() {
+                // The generalised result is wrong: the model as declared may still compile.
+                if !a.quiet {
+                    eprintln!(
+                        "note: the model compiled at its traced batch and generalised failed \
+                         verification ({}); compiling it with the batch left symbolic",
+                        v.failure_message(tol)
                     );
-                    (v, None)
                 }
-                None => {
-                    // Written first and checked from the written files: the compiled model
-                    // leaves memory before it runs, and onnxruntime maps its weights from the
-                    // files instead of copying them (peak memory, docs/reference.md).
-                    let staged = detrc::emit::stage(&compiled.model, &a.output, mode)
-                        .with_context(write_err)?;
-                    compiled.model = Default::default();
-                    // The input's pages that only its replaced weights used stay resident
-                    // otherwise.
-                    detrc::load::release_mapped_pages();
-                    let written = detrc::load::load(&staged.path())
-                        .with_context(|| format!("cannot read back {}", a.output.display()))?;
-                    let candidate = detrc::driver::Candidate::Model(&written.proto);
-                    let v = match &expected {
-                        Some(expected) => {
-                            detrc::driver::check_candidate(expected, candidate, tol, runtime)
-                        }
-                        None => detrc::driver::verify_with(
-                            detrc::driver::Original::Path(&a.input),
-                            candidate,
-                            &seeds,
-                            tol,
-                            runtime,
-                        ),
-                    };
-                    (v, Some(staged))
-                }
-            };
-            let v = v.context("verification could not run")?;
-            if !v.ok() {
-                return Err(Exit(EXIT_VERIFY, anyhow!(v.failure_message(tol))));
+                shapes.plain = true;
+                continue;
             }
-            match staged {
-                Some(s) => s.commit().with_context(write_err)?,
-                None => {
-                    detrc::emit::save(&compiled.model, &a.output, mode).with_context(write_err)?
-                }
-            }
-            verification = Some(v);
+            return Err(Exit(EXIT_VERIFY, anyhow!(v.failure_message(tol))));
         }
-    }
+        match staged {
+            Some(s) => s.commit().with_context(write_err)?,
+            None => detrc::emit::save(&compiled.model, &a.output, mode).with_context(write_err)?,
+        }
+        break (compiled, compile_s, Some(v));
+    };
     if let Some(dep) = &a.depfile {
         write_depfile(dep, &a.output, &a.input)?;
     }

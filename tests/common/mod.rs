@@ -164,6 +164,15 @@ impl M {
         self.inits.push(i64_tensor(name, dims, v));
         self
     }
+    pub fn bool(mut self, name: &str, dims: &[i64], v: &[bool]) -> Self {
+        self.inits.push(le_tensor(
+            name,
+            dims,
+            DType::BOOL,
+            v.iter().map(|&b| b as u8),
+        ));
+        self
+    }
     pub fn node(
         mut self,
         op: &str,
