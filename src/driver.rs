@@ -198,6 +198,35 @@ pub fn symbolic_batch_only(g: &Graph) -> bool {
         .is_ok()
 }
 
+/// [`symbolic_batch_only`] for a model file, cheaply: a model whose inputs all fix axis 0 (the
+/// common static export, on the `--verify` hot path) is answered from the decoded inputs
+/// without building the IR.
+pub fn may_route_batch(path: &Path) -> bool {
+    let Ok(loaded) = crate::load::load(path) else {
+        return false;
+    };
+    let Some(graph) = loaded.proto.graph.as_ref() else {
+        return false;
+    };
+    let inits: std::collections::HashSet<&str> = graph
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    let open_batch = graph.input.iter().any(|vi| {
+        !inits.contains(vi.name.as_deref().unwrap_or(""))
+            && vi
+                .r#type
+                .as_ref()
+                .and_then(crate::ir::TensorType::from_proto)
+                .and_then(|t| t.shape?.first().cloned())
+                .is_some_and(|d| d.fixed().is_none())
+    });
+    open_batch
+        && import_validated(loaded.proto, loaded.had_external_data)
+            .is_ok_and(|(g, _)| symbolic_batch_only(&g))
+}
+
 /// Compiles at the batch the model was traced at (declared, or found by running it), then
 /// makes the batch symbolic (`Batch::Dynamic`) or static at another size.
 fn compile_at_batch(

@@ -149,9 +149,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         shapes.batch == detrc::shapes::Batch::Keep
             && !shapes.plain
             && shapes.input_shapes.is_empty()
-            && detrc::driver::load_graph(&a.input)
-                .map(|(g, _)| detrc::driver::symbolic_batch_only(&g))
-                .unwrap_or(false)
+            && detrc::driver::may_route_batch(&a.input)
     };
     // The original runs first and is dropped before compiling: the two models are never in
     // memory together.
