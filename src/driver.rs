@@ -113,7 +113,9 @@ pub fn compile_graph_with(
         if !shapes.plain && shapes.input_shapes.is_empty() && symbolic_batch_only(&g) {
             let t0 = std::time::Instant::now();
             let name = crate::shapes::batch_param(&g);
-            match compile_at_batch(g.clone(), pipeline, Batch::Dynamic, on) {
+            // Unasked, the route never runs the model: no size of SHAPE_PROBE that fits means
+            // the model as declared.
+            match compile_at_batch(g.clone(), pipeline, Batch::Dynamic, false, on) {
                 Ok(mut done) => {
                     if let Some(name) = name {
                         let ours = crate::passes::generalize_batch::BATCH_PARAM;
@@ -165,7 +167,7 @@ pub fn compile_graph_with(
             }
         }
     } else {
-        let (h, r, change) = compile_at_batch(g, pipeline, shapes.batch, on)?;
+        let (h, r, change) = compile_at_batch(g, pipeline, shapes.batch, true, on)?;
         g = h;
         reports = r;
         batch = Some(change);
@@ -227,12 +229,14 @@ pub fn may_route_batch(path: &Path) -> bool {
             .is_ok_and(|(g, _)| symbolic_batch_only(&g))
 }
 
-/// Compiles at the batch the model was traced at (declared, or found by running it), then
-/// makes the batch symbolic (`Batch::Dynamic`) or static at another size.
+/// Compiles at the batch the model was traced at (declared, found from its shapes, or with
+/// `run_probe` found by running it), then makes the batch symbolic (`Batch::Dynamic`) or
+/// static at another size.
 fn compile_at_batch(
     mut g: Graph,
     pipeline: &Pipeline,
     want: Batch,
+    run_probe: bool,
     on: &mut dyn FnMut(Event),
 ) -> Result<(Graph, Vec<Report>, BatchChange)> {
     let mut reports: Vec<Report>;
@@ -256,7 +260,16 @@ fn compile_at_batch(
     let traced = match (&probed, declared) {
         (Some((b, _, _)), _) => *b,
         (None, Some(b)) => b,
-        (None, None) => crate::shapes::find_traced_batch(&g)?,
+        (None, None) if run_probe => crate::shapes::find_traced_batch(&g)?,
+        (None, None) => {
+            return Err(Error::Pass {
+                pass: "generalize-batch".into(),
+                reason: format!(
+                    "the shapes fit none of the batch sizes {SHAPE_PROBE:?} (--batch dynamic \
+                     also tries running the model at other sizes)"
+                ),
+            })
+        }
     };
     let input_shapes;
     match probed {
