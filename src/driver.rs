@@ -15,7 +15,11 @@ use crate::shapes::{Batch, ShapeOptions};
 /// Loads a model file into the IR (external data resolved, structure validated).
 pub fn load_graph(path: &Path) -> Result<(Graph, bool)> {
     let loaded = crate::load::load(path)?;
-    import_validated(loaded.proto, loaded.had_external_data)
+    let g = import_validated(loaded.proto, loaded.had_external_data);
+    // Decoding touched every tensor's header, and the kernel mapped the pages around each
+    // touch: most of the file counted as this process's memory while nothing reads it.
+    crate::load::release_mapped_pages();
+    g
 }
 
 /// Loads encoded ONNX held in memory. `label` names it in error messages (there is no path);
@@ -427,6 +431,9 @@ pub struct Verification {
     pub outputs: Vec<OutputDiff>,
     /// The runtime that ran both models and its version, e.g. "onnxruntime 1.31.1 (...)".
     pub runtime: String,
+    /// onnxruntime: the graph transformers that changed either model before it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrites: Option<crate::reference::ort_rewrites::Applied>,
 }
 
 impl Verification {
@@ -589,6 +596,8 @@ pub struct Expected {
     /// One input set per seed, generated once for both models.
     pub inputs: Vec<Vec<ndarray::ArrayD<f32>>>,
     pub outputs: Vec<Vec<(String, ndarray::ArrayD<f32>)>>,
+    /// What onnxruntime changed in the original before running it.
+    pub rewrites: Option<crate::reference::ort_rewrites::Applied>,
 }
 
 fn decode_original(original: Original<'_>) -> Result<ModelProto> {
@@ -624,7 +633,9 @@ pub fn run_original(original: Original<'_>, seeds: &[u64], runtime: &Runtime) ->
     if seeds.is_empty() {
         return Err(Error::Verification("no seed given".into()));
     }
+    crate::phases::end("route decided");
     let loaded = decode_original(original)?;
+    crate::phases::end("original decode");
     let shapes = crate::reference::batch_one_shapes(&loaded)?;
     let specs = crate::reference::input_specs_with(&loaded, &shapes)?;
     let names = output_names(&loaded);
@@ -632,16 +643,24 @@ pub fn run_original(original: Original<'_>, seeds: &[u64], runtime: &Runtime) ->
         .iter()
         .map(|&s| crate::reference::random::inputs(&specs, s))
         .collect();
+    crate::phases::end("original decoded");
     let a = load_original(original, &loaded, runtime, specs.clone(), names)?;
+    crate::phases::end("original session");
     let outputs = inputs
         .iter()
         .map(|i| a.run(i))
         .collect::<Result<Vec<_>>>()?;
+    crate::phases::end("original runs");
+    let rewrites = a.rewrites().cloned();
+    drop(a);
+    drop(loaded);
+    crate::phases::end("original dropped");
     Ok(Expected {
         seeds: seeds.to_vec(),
         specs,
         inputs,
         outputs,
+        rewrites,
     })
 }
 
@@ -703,6 +722,7 @@ pub fn check_candidate(
     runtime: &Runtime,
 ) -> Result<Verification> {
     let r = load_candidate(candidate, &expected.specs, runtime)?;
+    crate::phases::end("candidate session");
     let mut last = None;
     for ((&seed, inputs), want) in expected
         .seeds
@@ -715,6 +735,7 @@ pub fn check_candidate(
             seed,
             outputs: compare(want, &got, tol),
             runtime: runtime.describe_for(Purpose::Verify),
+            rewrites: merged_rewrites(&[expected.rewrites.as_ref(), r.rewrites()]),
         };
         if !v.ok() {
             return Ok(v);
@@ -722,6 +743,17 @@ pub fn check_candidate(
         last = Some(v);
     }
     last.ok_or_else(|| Error::Verification("no seed given".into()))
+}
+
+/// The rewrites of both sessions of a verification, `None` when neither recorded any (tract).
+fn merged_rewrites(
+    parts: &[Option<&crate::reference::ort_rewrites::Applied>],
+) -> Option<crate::reference::ort_rewrites::Applied> {
+    parts.iter().flatten().fold(None, |acc, p| {
+        let mut acc = acc.unwrap_or_default();
+        acc.merge(p);
+        Some(acc)
+    })
 }
 
 fn inputs_differ(want: &[InputSpec], got: &[InputSpec]) -> Error {
@@ -858,6 +890,7 @@ pub fn verify_batches_with(
                 seed,
                 outputs: diffs,
                 runtime: runtime.describe_for(Purpose::Verify),
+                rewrites: merged_rewrites(&[a.rewrites(), b.rewrites()]),
             };
             if !v.ok() {
                 return Ok(v);

@@ -28,6 +28,7 @@ pub mod load;
 pub mod pass;
 #[path = "../passes/mod.rs"]
 pub mod passes;
+pub mod phases;
 pub mod quant;
 pub mod reference;
 pub mod run;

@@ -92,6 +92,52 @@ fn onnxruntime_and_tract_agree_on_every_fixture() {
     }
 }
 
+/// A verification session lets onnxruntime evaluate constants, drop no-ops and lay out
+/// convolutions, nothing else: on every fixture, original and compiled, only the kept
+/// transformers change the graph, and the library registers none that detrc's lists do not
+/// name. The same record with fusions on shows what the list turns off.
+#[test]
+fn verification_sessions_apply_no_fusion() {
+    use detrc::reference::onnxruntime::{ModelSource, OrtModel, SessionOptions};
+    let Some(lib) = library() else { return };
+    let verify = SessionOptions::for_purpose(Purpose::Verify);
+    let mut fused = std::collections::BTreeSet::new();
+    for f in fixtures() {
+        let compiled = compile(&f);
+        for (what, src) in [
+            ("original", ModelSource::Path(&f)),
+            ("compiled", ModelSource::Proto(&compiled)),
+        ] {
+            let a = OrtModel::load(&lib, src, verify).unwrap().applied.unwrap();
+            let at = format!("{} ({what})", f.display());
+            assert!(
+                a.unknown.is_empty(),
+                "{at}: unknown transformers {:?}",
+                a.unknown
+            );
+            assert!(a.untrusted().is_empty(), "{at}: {:?}", a.changed);
+            assert!(
+                a.changed.iter().any(|n| n == "NchwcTransformer"),
+                "{at}: the convolutions do not run in NCHWc: {:?}",
+                a.changed
+            );
+        }
+        let with_fusions = SessionOptions {
+            fusions: true,
+            ..verify
+        };
+        let a = OrtModel::load(&lib, ModelSource::Path(&f), with_fusions)
+            .unwrap()
+            .applied
+            .unwrap();
+        fused.extend(a.untrusted().into_iter().map(String::from));
+    }
+    assert!(
+        fused.contains("MatMulAddFusion"),
+        "with fusions on onnxruntime fused only {fused:?}"
+    );
+}
+
 /// onnxruntime catches a wrong rewrite, at the verification level: a weight scaled by 1.01.
 #[test]
 fn onnxruntime_verification_catches_a_changed_weight() {

@@ -229,7 +229,7 @@ def compile(
     input_shapes: Optional[Mapping[str, Dims]] = None,
     verify_batches: Sequence[int] = (1, 3),
     seed: int = 0,
-    verify_runs: int = 2,
+    verify_runs: int = 1,
     atol: float = 1e-4,
     rtol: float = 1e-4,
     strict: bool = False,

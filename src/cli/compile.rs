@@ -34,8 +34,9 @@ pub struct Args {
     /// Seed of the first verification input (with --verify).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// How many seeded input sets to verify with.
-    #[arg(long, default_value_t = 2)]
+    /// How many seeded input sets to verify with. Each one more costs an inference of both
+    /// models (docs/reference.md).
+    #[arg(long, default_value_t = 1)]
     verify_runs: u64,
     /// Absolute tolerance for --verify.
     #[arg(long, default_value_t = 1e-4)]
@@ -110,6 +111,7 @@ fn fixed_mmap_threshold() {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
+    detrc::phases::end("start");
     let passes = pipeline_for(a.passes.as_deref(), &a.skip)?;
     let usage = |e: String| Exit(EXIT_USAGE, anyhow!(e));
     let mut shapes = detrc::shapes::ShapeOptions {
@@ -142,6 +144,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     } else {
         None
     };
+    detrc::phases::end("runtime resolved");
     let seeds: Vec<u64> = (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect();
     // A dynamic-batch model compiled at its traced batch and generalised is verified at
     // several batch sizes, the original at its traced batch: that needs the compile first.
@@ -209,6 +212,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             }
         };
         detrc::driver::mark_compiled(&mut compiled.model);
+        detrc::phases::end("compiled");
         if tty && !quiet {
             eprint!("\r\x1b[2K");
         }
@@ -240,14 +244,19 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 // Written first and checked from the written files: the compiled model
                 // leaves memory before it runs, and onnxruntime maps its weights from the
                 // files instead of copying them (peak memory, docs/reference.md).
+                // The pages of the input's weights a pass read (and replaced) stay resident
+                // otherwise while the result is written.
+                detrc::load::release_mapped_pages();
                 let staged =
                     detrc::emit::stage(&compiled.model, &a.output, mode).with_context(write_err)?;
                 compiled.model = Default::default();
                 // The input's pages that only its replaced weights used stay resident
                 // otherwise.
                 detrc::load::release_mapped_pages();
+                detrc::phases::end("staged");
                 let written = detrc::load::load(&staged.path())
                     .with_context(|| format!("cannot read back {}", a.output.display()))?;
+                detrc::phases::end("candidate decoded");
                 let candidate = detrc::driver::Candidate::Model(&written.proto);
                 let v = match &expected {
                     Some(expected) => {
@@ -265,6 +274,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             }
         };
         let v = v.context("verification could not run")?;
+        detrc::phases::end("candidate runs");
         if !v.ok() {
             if a.batch.is_none() && !shapes.plain && compiled.batch.is_some() {
                 // The generalised result is wrong: the model as declared may still compile.
@@ -290,6 +300,15 @@ pub fn run(a: Args) -> Result<(), Exit> {
         write_depfile(dep, &a.output, &a.input)?;
     }
 
+    if let Some(r) = verification.as_ref().and_then(|v| v.rewrites.as_ref()) {
+        let untrusted = r.untrusted();
+        if !untrusted.is_empty() && !a.quiet {
+            eprintln!(
+                "note: onnxruntime changed the models with {} before running them, which                  detrc does not know to compute exactly what the graph says (a library newer                  than the 1.31 its list of fusions was made for?); the verification is weaker                  for it",
+                untrusted.join(", ")
+            );
+        }
+    }
     let before: usize = compiled.ops_before.values().sum();
     let after: usize = compiled.ops_after.values().sum();
     if let Some(r) = &a.report {
@@ -313,6 +332,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "seconds": compile_s,
             "verified": verification.as_ref().map(|v| v.ok()),
             "verified_with": verification.as_ref().map(|v| v.runtime.clone()),
+            "runtime_rewrites": verification.as_ref().and_then(|v| v.rewrites.clone()),
         });
         println!("{}", serde_json::to_string(&j)?);
     } else if !a.quiet {

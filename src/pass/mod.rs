@@ -172,6 +172,13 @@ impl Pipeline {
                         self.dump(dir, step, p.name(), g)?;
                     }
                 }
+                if status == "changed" {
+                    // A rewrite reads the input's weights it replaces (folding BatchNorm reads
+                    // every Conv weight); those pages of the model's map would stay resident
+                    // until the map goes. Pages read again later come back from the page cache.
+                    crate::load::release_mapped_pages();
+                }
+                crate::phases::end(&report.pass);
                 on(Event::Done(&report));
                 reports.push(report);
             }

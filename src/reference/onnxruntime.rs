@@ -19,13 +19,15 @@
 
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ndarray::{ArrayD, IxDyn};
+use ort::logging::LogLevel;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
+use super::ort_rewrites::{disabled_list, Applied, Record};
 use super::InputSpec;
 use crate::error::{Error, Result};
 use crate::ir::DType;
@@ -345,10 +347,16 @@ pub struct SessionOptions {
     pub threads: Option<usize>,
     /// Memory over speed: no CPU arena, no memory pattern, no pre-packed weight copies.
     pub lean: bool,
+    /// onnxruntime's fusions on; off: every transformer in [`super::ort_rewrites::DISABLED`]
+    /// switched off by name.
+    pub fusions: bool,
+    /// Record the transformers that changed the graph ([`OrtModel::applied`]).
+    pub record: bool,
 }
 
-/// The graph optimisation level of `--verify` and the tests (docs/reference.md says why).
-pub const VERIFY_LEVEL: OptLevel = OptLevel::Basic;
+/// The graph optimisation level of `--verify` and the tests, with fusions off (docs/reference.md
+/// says why).
+pub const VERIFY_LEVEL: OptLevel = OptLevel::Layout;
 
 impl SessionOptions {
     /// Verification: [`VERIFY_LEVEL`], lean memory. Inference: onnxruntime's defaults (all
@@ -362,12 +370,25 @@ impl SessionOptions {
                 level: level.unwrap_or(VERIFY_LEVEL),
                 threads: None,
                 lean: true,
+                fusions: false,
+                record: true,
             },
             super::Purpose::Inference => SessionOptions {
                 level: level.unwrap_or(OptLevel::All),
                 threads: None,
                 lean: false,
+                fusions: true,
+                record: false,
             },
+        }
+    }
+
+    /// How the graph is optimised, e.g. "layout, fusions off".
+    pub fn describe(&self) -> String {
+        if !self.fusions && self.level != OptLevel::Disabled {
+            format!("{}, fusions off", self.level.name())
+        } else {
+            self.level.name().to_string()
         }
     }
 }
@@ -379,6 +400,8 @@ pub enum OptLevel {
     Disabled,
     Basic,
     Extended,
+    /// Extended and the NCHWc layout (`ORT_ENABLE_LAYOUT`).
+    Layout,
     All,
 }
 
@@ -388,6 +411,7 @@ impl OptLevel {
             OptLevel::Disabled => "disabled",
             OptLevel::Basic => "basic",
             OptLevel::Extended => "extended",
+            OptLevel::Layout => "layout",
             OptLevel::All => "all",
         }
     }
@@ -397,7 +421,8 @@ impl OptLevel {
             "disabled" | "0" => OptLevel::Disabled,
             "basic" | "1" => OptLevel::Basic,
             "extended" | "2" => OptLevel::Extended,
-            "all" | "3" => OptLevel::All,
+            "layout" | "3" => OptLevel::Layout,
+            "all" | "99" => OptLevel::All,
             _ => return None,
         })
     }
@@ -407,6 +432,7 @@ impl OptLevel {
             OptLevel::Disabled => GraphOptimizationLevel::Disable,
             OptLevel::Basic => GraphOptimizationLevel::Level1,
             OptLevel::Extended => GraphOptimizationLevel::Level2,
+            OptLevel::Layout => GraphOptimizationLevel::Level3,
             OptLevel::All => GraphOptimizationLevel::All,
         }
     }
@@ -424,6 +450,8 @@ pub struct OrtModel {
     session: Mutex<Session>,
     /// Weights onnxruntime uses in place (see [`ModelSource::Proto`]).
     _weights: Vec<bytes::Bytes>,
+    /// With [`SessionOptions::record`]: what onnxruntime's graph optimisation changed.
+    pub applied: Option<Applied>,
 }
 
 /// The model, from a file, from encoded bytes, or decoded.
@@ -593,6 +621,27 @@ impl OrtModel {
                 .with_prepacking(false)
                 .map_err(|x| e("session options", x.to_string()))?;
         }
+        if !opts.fusions {
+            b = b
+                .with_disabled_optimizers(disabled_list())
+                .map_err(|x| so(&x))?;
+        }
+        let record = opts.record.then(Record::default);
+        if let Some(r) = &record {
+            // Info is the level of the "GraphTransformer ... modified" lines; what the default
+            // logger would print (warnings and worse) still goes to stderr.
+            let r = r.clone();
+            b = b
+                .with_log_level(LogLevel::Info)
+                .map_err(|x| so(&x))?
+                .with_logger(Arc::new(move |level, _, _, _, msg: &str| {
+                    r.observe(msg);
+                    if level >= LogLevel::Warning {
+                        eprintln!("onnxruntime: {msg}");
+                    }
+                }))
+                .map_err(|x| so(&x))?;
+        }
         let mut weights = Vec::new();
         let session = match model {
             ModelSource::Path(p) => b.commit_from_file(p),
@@ -632,6 +681,7 @@ impl OrtModel {
         Ok(OrtModel {
             session: Mutex::new(session),
             _weights: weights,
+            applied: record.map(|r| r.take()),
         })
     }
 
