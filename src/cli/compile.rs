@@ -244,14 +244,12 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 // Written first and checked from the written files: the compiled model
                 // leaves memory before it runs, and onnxruntime maps its weights from the
                 // files instead of copying them (peak memory, docs/reference.md).
-                // The pages of the input's weights a pass read (and replaced) stay resident
-                // otherwise while the result is written.
+                // The input's pages that a pass read, and writing touches, stay resident
+                // otherwise: released before and after writing.
                 detrc::load::release_mapped_pages();
                 let staged =
                     detrc::emit::stage(&compiled.model, &a.output, mode).with_context(write_err)?;
                 compiled.model = Default::default();
-                // The input's pages that only its replaced weights used stay resident
-                // otherwise.
                 detrc::load::release_mapped_pages();
                 detrc::phases::end("staged");
                 let written = detrc::load::load(&staged.path())
@@ -304,7 +302,10 @@ pub fn run(a: Args) -> Result<(), Exit> {
         let untrusted = r.untrusted();
         if !untrusted.is_empty() && !a.quiet {
             eprintln!(
-                "note: onnxruntime changed the models with {} before running them, which                  detrc does not know to compute exactly what the graph says (a library newer                  than the 1.31 its list of fusions was made for?); the verification is weaker                  for it",
+                "note: onnxruntime changed the models with {} before running them, which \
+                 detrc does not know to compute exactly what the graph says (a library newer \
+                 than the 1.31 its list of fusions was made for?); the verification is weaker \
+                 for it",
                 untrusted.join(", ")
             );
         }
