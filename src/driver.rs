@@ -633,9 +633,9 @@ pub fn run_original(original: Original<'_>, seeds: &[u64], runtime: &Runtime) ->
     if seeds.is_empty() {
         return Err(Error::Verification("no seed given".into()));
     }
-    crate::phases::end("route decided");
+    crate::phases::end("before the original");
     let loaded = decode_original(original)?;
-    crate::phases::end("original decode");
+    crate::phases::end("original decoded");
     let shapes = crate::reference::batch_one_shapes(&loaded)?;
     let specs = crate::reference::input_specs_with(&loaded, &shapes)?;
     let names = output_names(&loaded);
@@ -643,7 +643,7 @@ pub fn run_original(original: Original<'_>, seeds: &[u64], runtime: &Runtime) ->
         .iter()
         .map(|&s| crate::reference::random::inputs(&specs, s))
         .collect();
-    crate::phases::end("original decoded");
+    crate::phases::end("inputs generated");
     let a = load_original(original, &loaded, runtime, specs.clone(), names)?;
     crate::phases::end("original session");
     let outputs = inputs
