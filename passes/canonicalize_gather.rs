@@ -5,9 +5,9 @@
 //! Negative indices are where TensorRT has produced all-zero outputs for DETR's last-layer
 //! selection; a non-negative index, or no Gather at all, avoids that code path.
 
-use crate::eval::{attrs, Tensor};
 use crate::ir::{Graph, Port, TensorType};
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::{attrs, Tensor};
 
 pub struct CanonicalizeGather;
 
@@ -61,8 +61,8 @@ impl Pass for CanonicalizeGather {
                 .iter()
                 .map(|&k| if k < 0 { k + size } else { k })
                 .collect();
-            let new = crate::eval::ops::cast(&Tensor::vec_i64(pos), val.dtype())
-                .map_err(|e| e.to_string())?;
+            let new =
+                crate::ops::cast(&Tensor::vec_i64(pos), val.dtype()).map_err(|e| e.to_string())?;
             let shaped = match new {
                 Tensor::I64(a) => Tensor::I64(
                     a.into_shape_with_order(val.shape())

@@ -15,10 +15,10 @@
 //! A rewrite needs the result's type to equal the input's, so it never changes a shape or
 //! element type that a consumer sees.
 
-use crate::eval::{attrs, Tensor};
 use crate::ir::{Graph, NodeId, NodeKind, Port};
 use crate::pass::pattern::{const_value, same_static_type};
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::{attrs, Tensor};
 
 pub struct EliminateNoops;
 

@@ -18,10 +18,11 @@
 //! interface would change) or a double tensor comes from an op whose output type is an
 //! attribute this pass does not rewrite (RandomNormal, EyeLike, ...).
 
-use crate::eval::{attrs, ops, Tensor};
 use crate::ir::{DType, Graph, NodeId, NodeKind, Port};
 use crate::load::proto::TensorProto;
+use crate::ops;
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::{attrs, Tensor};
 
 use super::to_fp16::infer_dtypes;
 

@@ -8,9 +8,9 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use crate::eval::{attrs, Tensor};
 use crate::ir::{Graph, NodeId, Port};
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::{attrs, Tensor};
 
 pub struct FoldBatchNorm;
 

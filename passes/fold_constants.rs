@@ -5,90 +5,19 @@
 //! A size budget keeps folding from inflating the model: a result may only be larger than the
 //! constants it consumes by `Context::fold_budget_bytes`.
 
-use crate::eval::{ops, EvalError, Tensor};
 use crate::ir::{Graph, NodeId, NodeKind, Port, TensorType, Value};
+use crate::ops::{self, EvalError};
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::Tensor;
 
 pub struct FoldConstants;
-
-/// Operators whose output is a pure function of their inputs and that the evaluator handles.
-const FOLDABLE: &[&str] = &[
-    "Identity",
-    "Constant",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Min",
-    "Max",
-    "Sum",
-    "Mean",
-    "Pow",
-    "Equal",
-    "Less",
-    "Greater",
-    "LessOrEqual",
-    "GreaterOrEqual",
-    "And",
-    "Or",
-    "Xor",
-    "Not",
-    "Sqrt",
-    "Exp",
-    "Log",
-    "Sin",
-    "Cos",
-    "Tanh",
-    "Sigmoid",
-    "Reciprocal",
-    "Floor",
-    "Ceil",
-    "Round",
-    "Neg",
-    "Abs",
-    "Relu",
-    "Clip",
-    "Cast",
-    "Shape",
-    "Size",
-    "Reshape",
-    "Flatten",
-    "Unsqueeze",
-    "Squeeze",
-    "Transpose",
-    "Concat",
-    "Split",
-    "Gather",
-    "Slice",
-    "Expand",
-    "Tile",
-    "Where",
-    "ConstantOfShape",
-    "Range",
-    "CumSum",
-    "Pad",
-    "Resize",
-    "Upsample",
-    "ReduceMax",
-    "ReduceMin",
-    "ReduceSum",
-    "ReduceMean",
-    "ReduceProd",
-    "MatMul",
-    "Gemm",
-    "Softmax",
-    "LogSoftmax",
-    "ScatterND",
-    "GatherND",
-    "Einsum",
-    "LayerNormalization",
-];
 
 /// Constant inputs larger than this are not evaluated (evaluation copies them).
 const MAX_INPUT_BYTES: usize = 256 << 20;
 
+/// An operator whose output is a pure function of its inputs and that the evaluator handles.
 pub fn is_foldable(op: &str) -> bool {
-    FOLDABLE.contains(&op)
+    ops::rule(op).is_some_and(ops::OpRule::evaluates)
 }
 
 impl Pass for FoldConstants {
@@ -149,7 +78,7 @@ pub fn fold_where(
         }
         // Typing each node just before looking at it lets one sweep fold a whole chain of
         // Shape -> Gather -> Concat -> Reshape -> Shape ... in topological order.
-        super::infer_shapes::infer_node(g, n);
+        crate::analysis::typing::infer_node(g, n);
         let Some(op) = g.node(n).op() else { continue };
         if !crate::ir::is_onnx_domain(&op.domain) || !is_foldable(&op.op_type) {
             continue;
@@ -161,9 +90,9 @@ pub fn fold_where(
         let mut attrs = op.attrs.clone();
         // A Split without sizes makes one equal part per output; the evaluator only sees the
         // attributes, so it is told the count.
-        if op_type == "Split" && crate::eval::attrs::find(&attrs, "num_outputs").is_none() {
+        if op_type == "Split" && crate::tensor::attrs::find(&attrs, "num_outputs").is_none() {
             let n = g.node(n).outputs.len() as i64;
-            attrs.push(crate::eval::attrs::make_int("num_outputs", n));
+            attrs.push(crate::tensor::attrs::make_int("num_outputs", n));
         }
         let ins = g.inputs(n);
         let outputs: Vec<Tensor> = if op_type == "Shape" || op_type == "Size" {
@@ -183,8 +112,8 @@ pub fn fold_where(
             if op_type == "Size" {
                 vec![Tensor::scalar_i64(shape.iter().product())]
             } else {
-                let s = clamp(crate::eval::attrs::int_or(&attrs, "start", 0));
-                let e = clamp(crate::eval::attrs::int_or(&attrs, "end", r));
+                let s = clamp(crate::tensor::attrs::int_or(&attrs, "start", 0));
+                let e = clamp(crate::tensor::attrs::int_or(&attrs, "end", r));
                 vec![Tensor::vec_i64(shape[s..e.max(s)].to_vec())]
             }
         } else {

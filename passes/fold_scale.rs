@@ -6,9 +6,9 @@
 //!
 //! Every tensor on the way must have no other reader, so nothing else sees the scaled values.
 
-use crate::eval::Tensor;
 use crate::ir::{Graph, NodeId, Port};
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::Tensor;
 
 pub struct FoldScale;
 

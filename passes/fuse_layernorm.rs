@@ -21,14 +21,15 @@
 
 use std::collections::HashMap;
 
-use crate::eval::ops::cast;
-use crate::eval::{attrs, eval_op, Tensor};
 use crate::ir::{opset, DType, Dim, Graph, NodeId, Port};
+use crate::ops::cast;
+use crate::ops::eval_op;
 use crate::pass::pattern::{
     axes_of, binary_with_splat, const_splat, const_value, consumer_is, other_input, rank,
     single_consumer, used_only_by,
 };
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::{attrs, Tensor};
 
 pub struct FuseLayerNorm;
 

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 
 use ndarray::{concatenate, ArrayD, Axis};
 
-use crate::eval::{attrs, Tensor};
 use crate::ir::{DType, Graph, NodeId, Port, TensorType};
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::{attrs, Tensor};
 
 pub struct FuseMatMul;
 

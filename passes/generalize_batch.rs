@@ -23,15 +23,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::eval::attrs::{self, axis};
-use crate::eval::{ops, Tensor};
 use crate::ir::{Dim, Graph, NodeId, NodeKind, Port, TensorType};
+use crate::ops::{self, Axes};
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::attrs::{self, axis};
+use crate::tensor::Tensor;
 
-use super::infer_shapes::small_const;
-
-/// Name of the symbolic batch dimension written into inputs and outputs.
-pub const BATCH_PARAM: &str = "batch";
+use crate::analysis::batch::{already_symbolic, batch_inputs, static_batch, BATCH_PARAM};
+use crate::analysis::typing::small_const;
 
 pub struct GeneralizeBatch;
 
@@ -127,136 +126,15 @@ fn ints_input(g: &Graph, n: NodeId, slot: usize) -> Option<Vec<i64>> {
     small_const(g, g.input(n, slot)).and_then(|t| t.as_i64_vec())
 }
 
-/// The graph inputs the batch is read from: every non-initializer input of rank >= 1.
-pub fn batch_inputs(g: &Graph) -> Vec<NodeId> {
-    g.graph_inputs()
-        .into_iter()
-        .filter(|&n| {
-            g.node(n).outputs[0]
-                .ty
-                .as_ref()
-                .and_then(TensorType::rank)
-                .is_some_and(|r| r >= 1)
-        })
-        .collect()
+/// How `op` maps its axes, as the registry says ([`Axes::Other`] for an unknown op).
+fn axes(op: &str) -> Axes {
+    ops::rule(op).map_or(Axes::Other, |r| r.axes)
 }
 
-/// The static batch of the graph inputs (their common axis-0 size).
-/// Every batch input has a named symbolic batch (what [`generalize`] leaves).
-fn already_symbolic(g: &Graph) -> bool {
-    let inputs = batch_inputs(g);
-    !inputs.is_empty()
-        && inputs.iter().all(|&n| {
-            g.node(n).outputs[0]
-                .ty
-                .as_ref()
-                .and_then(|t| t.shape.as_ref()?.first().cloned())
-                .is_some_and(|d| matches!(d, crate::ir::Dim::Param(_)))
-        })
+/// Output axis k of `op` is its input 0's axis k.
+fn positional(op: &str) -> bool {
+    ops::rule(op).is_some_and(|r| r.positional)
 }
-
-pub fn static_batch(g: &Graph) -> Result<i64, String> {
-    let mut b = None;
-    for n in batch_inputs(g) {
-        let v = &g.node(n).outputs[0];
-        let d =
-            v.ty.as_ref()
-                .and_then(|t| t.shape.as_ref()?.first()?.fixed());
-        let Some(d) = d else {
-            return Err(format!(
-                "input '{}' has no static batch; give --input-shape or --batch",
-                v.name
-            ));
-        };
-        if *b.get_or_insert(d) != d {
-            return Err(format!(
-                "inputs disagree on the batch size: '{}' has {d}, another input {}",
-                v.name,
-                b.unwrap_or(0)
-            ));
-        }
-    }
-    b.ok_or_else(|| "the model has no input with a batch dimension".to_string())
-}
-
-/// Element-wise broadcasting operators (all inputs broadcast against each other).
-const BROADCAST: &[&str] = &[
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Pow",
-    "Mod",
-    "Max",
-    "Min",
-    "Sum",
-    "Mean",
-    "PRelu",
-    "And",
-    "Or",
-    "Xor",
-    "Equal",
-    "Less",
-    "Greater",
-    "LessOrEqual",
-    "GreaterOrEqual",
-    "Where",
-    "Clip",
-    "BitShift",
-];
-
-/// Operators that map each element of input 0 to the same position of output 0.
-pub(crate) const UNARY: &[&str] = &[
-    "Relu",
-    "Sigmoid",
-    "Sqrt",
-    "Exp",
-    "Log",
-    "Neg",
-    "Abs",
-    "Erf",
-    "Tanh",
-    "Sin",
-    "Cos",
-    "Floor",
-    "Ceil",
-    "Reciprocal",
-    "Identity",
-    "LeakyRelu",
-    "Gelu",
-    "HardSigmoid",
-    "HardSwish",
-    "Round",
-    "Elu",
-    "Selu",
-    "Softplus",
-    "Sign",
-    "Not",
-    "IsNaN",
-    "IsInf",
-    "Cast",
-    "CastLike",
-    "Dropout",
-    "Mish",
-    "Atan",
-    "Asin",
-    "Acos",
-];
-
-/// Operators whose axis 0 is the batch and which keep it.
-const BATCH_FIRST: &[&str] = &[
-    "Conv",
-    "ConvTranspose",
-    "MaxPool",
-    "AveragePool",
-    "LpPool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "BatchNormalization",
-    "InstanceNormalization",
-    "GridSample",
-    "DeformConv",
-];
 
 fn product(v: &[i64]) -> i64 {
     v.iter().product()
@@ -427,46 +305,30 @@ impl Analysis {
                 Ok(src)
             }
             _ if !any && !["Expand", "Tile"].contains(&t) => Ok(vec![None; nouts]),
-            _ if UNARY.contains(&t) => {
+            _ if axes(t) == Axes::Elementwise => {
                 if in_b.iter().skip(1).any(Option::is_some) && t != "CastLike" {
                     return fail("the batch reaches a parameter input");
                 }
                 Ok(one(x0))
             }
-            _ if BROADCAST.contains(&t) => {
+            _ if axes(t) == Axes::Broadcast => {
                 let Some(out) = out0 else {
                     return fail("no static output shape");
                 };
                 Ok(one(self.broadcast(g, n, &ins, &out)?))
             }
-            "Softmax" | "LogSoftmax" | "Hardmax" | "LayerNormalization" | "CumSum"
-            | "LpNormalization" => {
+            _ if axes(t) == Axes::Along => {
                 let Some(xb) = x0 else {
                     return fail("the batch reaches a parameter input");
                 };
                 let r = shape(g, ins[0].expect("x")).map_or(0, |s| s.len());
-                let opset = g.opset();
-                let (ax, ok) = match t {
-                    "LayerNormalization" => {
-                        let a = axis(attrs::int_or(at, "axis", -1), r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
-                        (a, xb.axis < a)
-                    }
-                    "CumSum" => {
-                        let a = ints_input(g, n, 1)
-                            .and_then(|v| v.first().copied())
-                            .and_then(|a| axis(a, r))
-                            .ok_or_else(|| format!("{name}: axis is not a constant"))?;
-                        (a, xb.axis != a)
-                    }
-                    _ if opset < 13 => {
-                        let a = axis(attrs::int_or(at, "axis", 1), r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
-                        (a, xb.axis < a)
-                    }
-                    _ => {
-                        let a = axis(attrs::int_or(at, "axis", -1), r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
-                        (a, xb.axis != a)
-                    }
-                };
+                let axis_input = ints_input(g, n, 1).and_then(|v| v.first().copied());
+                let (a, to_end) = ops::accessors::mixed_axes(t, at, axis_input, g.opset())
+                    .ok_or_else(|| format!("{name}: axis is not a constant"))?;
+                let ax = axis(a, r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?;
+                // The batch passes an op that mixes `ax` (and every later axis with `to_end`)
+                // only if it is not among them.
+                let ok = if to_end { xb.axis < ax } else { xb.axis != ax };
                 if !ok {
                     return fail(&format!("it normalises over the batch axis {ax}"));
                 }
@@ -475,7 +337,7 @@ impl Analysis {
                 }
                 Ok(one(Some(xb)))
             }
-            _ if BATCH_FIRST.contains(&t) => {
+            _ if axes(t) == Axes::Leading => {
                 if t == "GridSample" {
                     let Some(out) = out0 else {
                         return fail("no static output shape");
@@ -1119,22 +981,10 @@ impl Analysis {
                     vec![(Some(x), k)]
                 }
             }
-            _ if UNARY.contains(&t)
-                || [
-                    "Softmax",
-                    "LogSoftmax",
-                    "LayerNormalization",
-                    "CumSum",
-                    "BatchNormalization",
-                    "InstanceNormalization",
-                    "Resize",
-                    "Pad",
-                ]
-                .contains(&t) =>
-            {
+            _ if positional(t) => {
                 vec![(ins[0], ba.axis)]
             }
-            _ if BROADCAST.contains(&t) => {
+            _ if axes(t) == Axes::Broadcast => {
                 let mut v = Vec::new();
                 for q in ins.iter().flatten() {
                     let Some(qs) = shape(g, *q) else { continue };
@@ -1313,7 +1163,7 @@ impl Analysis {
                 let ta = attrs::int_or(&op.attrs, "transA", 0) != 0;
                 vec![(ins[0], usize::from(ta))]
             }
-            _ if BATCH_FIRST.contains(&t) && ba.axis == 0 => vec![(ins[0], 0)],
+            _ if axes(t) == Axes::Leading && ba.axis == 0 => vec![(ins[0], 0)],
             _ => return stop("no rule gives it one"),
         };
         for (q, axis) in next {
@@ -1501,7 +1351,7 @@ fn broadcast_users(g: &Graph, an: &Analysis, p: Port, ba: BatchAxis) -> bool {
         };
         let ro = shape(g, Port::new(c, 0)).map_or(0, |s| s.len());
         let ok_op =
-            BROADCAST.contains(&op.op_type.as_str()) || (op.op_type == "MatMul" && ba.axis + 2 < r);
+            axes(&op.op_type) == Axes::Broadcast || (op.op_type == "MatMul" && ba.axis + 2 < r);
         ok_op
             && (ba.axis + ro).checked_sub(r) == Some(out.axis)
             && g.inputs(c).iter().enumerate().any(|(k, q)| {
@@ -1555,7 +1405,7 @@ fn one_image(t: &Tensor, axis: usize, m: usize) -> Option<Tensor> {
 /// The whole rewrite. Returns one line per change, saying why.
 pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
     let b = static_batch(g)?;
-    crate::passes::infer_shapes::type_unruled(g);
+    crate::analysis::typing::type_unruled(g);
     let an = analyse(g, b)?;
     // Each image's outputs must be one contiguous slice (`[B*h, ...]` with the batch as the
     // major factor is). A batch behind another factor (`[1, Q*B, C]`, images interleaved)
@@ -1971,7 +1821,7 @@ fn retype(g: &mut Graph, an: &Analysis) -> Result<(), String> {
         }
     }
     for &n in &ops {
-        super::infer_shapes::infer_node(g, n);
+        crate::analysis::typing::infer_node(g, n);
     }
     Ok(())
 }

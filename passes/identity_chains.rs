@@ -8,7 +8,7 @@ use crate::ir::{Graph, Port};
 use crate::pass::{Context, Outcome, Pass};
 
 use super::eliminate_noops::noop_source;
-use crate::eval::attrs;
+use crate::tensor::attrs;
 
 pub struct IdentityChains;
 

@@ -17,11 +17,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::eval::{attrs, Tensor};
 use crate::ir::{Graph, NodeId, Port, TensorType};
 use crate::load::proto::AttributeProto;
+use crate::ops::{self, Axes};
 use crate::pass::pattern::{axes_of, const_ints, unsqueeze_axes};
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::{attrs, Tensor};
 
 pub struct PruneAuxHeads;
 
@@ -33,28 +34,6 @@ enum Layout {
     /// Axis 0 holds `L * m` rows, layer-major (a Reshape flattened the layer into the rows).
     Rows { m: i64 },
 }
-
-const UNARY: &[&str] = &[
-    "Relu",
-    "Sigmoid",
-    "Tanh",
-    "Exp",
-    "Log",
-    "Sqrt",
-    "Abs",
-    "Neg",
-    "Erf",
-    "Gelu",
-    "LeakyRelu",
-    "Softmax",
-    "Identity",
-    "Dropout",
-    "Cast",
-    "Clip",
-    "HardSigmoid",
-    "Softplus",
-];
-const BINARY: &[&str] = &["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"];
 
 /// A matched selection: `sel` reads the stack-derived tensor through `path` (stack first).
 struct Match {
@@ -322,9 +301,13 @@ fn trace_to_stack(g: &Graph, data: Port, sel_axis: usize) -> Result<Vec<NodeId>,
         };
         let t = op.op_type.as_str();
         let ins = g.inputs(n);
-        let next = if UNARY.contains(&t) || t == "Transpose" || t == "Reshape" {
+        let axes = ops::rule(t).map_or(Axes::Other, |r| r.axes);
+        let next = if matches!(axes, Axes::Elementwise | Axes::Along)
+            || t == "Transpose"
+            || t == "Reshape"
+        {
             ins.first().copied().flatten()
-        } else if BINARY.contains(&t) || t == "MatMul" || t == "Gemm" {
+        } else if axes == Axes::Broadcast || t == "MatMul" || t == "Gemm" {
             // Follow the one computed operand; the others must be constants.
             let computed: Vec<Port> = ins
                 .iter()
@@ -368,6 +351,11 @@ fn static_dims(g: &Graph, p: Option<Port>) -> Result<Vec<i64>, String> {
         .ok_or_else(|| "a tensor in the heads has no static shape".to_string())
 }
 
+/// How `op` maps its axes, as the registry says.
+fn axes(op: &str) -> Axes {
+    ops::rule(op).map_or(Axes::Other, |r| r.axes)
+}
+
 /// Layout of node `n`'s output given the layout of its computed input.
 fn transfer(g: &Graph, n: NodeId, l: Layout, layers: i64) -> Result<Layout, String> {
     let node = g.node(n);
@@ -377,15 +365,19 @@ fn transfer(g: &Graph, n: NodeId, l: Layout, layers: i64) -> Result<Layout, Stri
     let ins = g.inputs(n);
     let x = static_dims(g, ins[0])?;
     match t {
-        _ if UNARY.contains(&t) => {
-            if t == "Softmax" || t == "LogSoftmax" {
-                let ax =
-                    attrs::axis(attrs::int_or(&op.attrs, "axis", -1), x.len()).ok_or("axis")?;
-                if matches!(l, Layout::Axis(a) if a == ax)
-                    || matches!(l, Layout::Rows { .. } if ax == 0)
-                {
-                    return Err("Softmax over the layer axis".into());
-                }
+        _ if axes(t) == Axes::Elementwise => Ok(l),
+        _ if axes(t) == Axes::Along => {
+            // The layer axis must not be among the axes the op mixes.
+            let axis_input =
+                const_ints(g, ins.get(1).copied().flatten()).and_then(|v| v.first().copied());
+            let (a, to_end) =
+                ops::accessors::mixed_axes(t, &op.attrs, axis_input, g.opset()).ok_or("axis")?;
+            let ax = attrs::axis(a, x.len()).ok_or("axis")?;
+            let mixed = |k: usize| k == ax || to_end && k > ax;
+            if matches!(l, Layout::Axis(a) if mixed(a))
+                || matches!(l, Layout::Rows { .. } if mixed(0))
+            {
+                return Err(format!("{t} over the layer axis"));
             }
             Ok(l)
         }
@@ -425,7 +417,7 @@ fn transfer(g: &Graph, n: NodeId, l: Layout, layers: i64) -> Result<Layout, Stri
                 _ => Err(format!("{t} across the layer dimension")),
             }
         }
-        _ if BINARY.contains(&t) => {
+        _ if axes(t) == Axes::Broadcast => {
             let r = out.len();
             for p in ins.iter().flatten() {
                 if g.const_tensor(*p).is_none() {
@@ -579,7 +571,7 @@ fn clone_per_layer(
             new_ins[0] = Some(xk);
             new_ins[1] = Some(Port::new(shape, 0));
         }
-        _ if BINARY.contains(&t) => {
+        _ if axes(t) == Axes::Broadcast => {
             let r = out_dims.len();
             for (i, p) in ins.iter().enumerate() {
                 let Some(p) = *p else { continue };

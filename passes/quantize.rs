@@ -25,12 +25,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use ndarray::{ArrayD, IxDyn};
 use sha2::{Digest, Sha256};
 
-use crate::eval::attrs;
-use crate::eval::tensor::Tensor;
 use crate::ir::{DType, Graph, NodeId, NodeKind, Port, TensorType};
 use crate::load::proto::StringStringEntryProto;
 use crate::pass::{Context, Outcome, Pass};
 use crate::passes::to_fp16::{layernorm_patterns, output_sigmoids, PRECISION_KEY};
+use crate::tensor::attrs;
+use crate::tensor::Tensor;
 
 /// Metadata keys set on a quantized model.
 pub const METHOD_KEY: &str = "detrc.quant.method";

@@ -30,11 +30,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use half::f16;
 use ndarray::ArrayD;
 
-use crate::eval::attrs;
-use crate::eval::tensor::Tensor;
 use crate::ir::{is_onnx_domain, DType, Graph, NodeId, NodeKind, Port};
 use crate::load::proto::{attr_type, AttributeProto, StringStringEntryProto, TensorProto};
 use crate::pass::{Context, Outcome, Pass};
+use crate::tensor::attrs;
+use crate::tensor::Tensor;
 
 /// Metadata key the pass sets on the model it converted.
 pub const PRECISION_KEY: &str = "detrc.precision";

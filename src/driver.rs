@@ -122,7 +122,7 @@ pub fn compile_graph_with(
             match compile_at_batch(g.clone(), pipeline, Batch::Dynamic, false, on) {
                 Ok(mut done) => {
                     if let Some(name) = name {
-                        let ours = crate::passes::generalize_batch::BATCH_PARAM;
+                        let ours = crate::analysis::batch::BATCH_PARAM;
                         crate::shapes::rename_dim_param(&mut done.0, ours, &name);
                     }
                     routed = Some(done)
@@ -247,7 +247,7 @@ fn compile_at_batch(
     let declared = crate::shapes::declared_batch(&g)?;
     if let (Batch::Static(n), Some(b)) = (want, declared) {
         if n != b {
-            let first = crate::passes::generalize_batch::batch_inputs(&g)[0];
+            let first = crate::analysis::batch::batch_inputs(&g)[0];
             return Err(Error::InputShape {
                 input: g.node(first).outputs[0].name.clone(),
                 reason: format!(
@@ -357,7 +357,7 @@ fn run_rounds(
 ) -> Result<Vec<Report>> {
     let mut reports = pipeline.run(g, on)?;
     for _ in 0..32 {
-        if crate::passes::infer_shapes::type_unruled(g) == 0 {
+        if crate::analysis::typing::type_unruled(g) == 0 {
             break;
         }
         let mut more = pipeline.run(g, on)?;
@@ -385,7 +385,7 @@ fn traced_batch_by_shapes(g: &Graph, pipeline: &Pipeline) -> Option<(i64, Graph,
         let mut h = g.clone();
         crate::shapes::set_batch(&mut h, b);
         crate::shapes::forget_declared_types(&mut h);
-        crate::passes::infer_shapes::type_all(&mut h);
+        crate::analysis::typing::type_all(&mut h);
         if crate::shapes::shape_conflict(&h).is_some() {
             continue;
         }

@@ -4,7 +4,9 @@
 //! - [`load`]: ONNX protobuf (memory-mapped, zero-copy) and external data;
 //! - [`ir`]: the petgraph IR, its validator and text dump;
 //! - [`pass`]: the pass manager; the passes themselves live in the top-level `passes/` folder;
-//! - [`eval`]: the CPU evaluator used by constant folding;
+//! - [`tensor`]: element types, dense tensors and attributes (the bottom layer);
+//! - [`ops`]: the op registry: what each operator means (types, evaluation, axes);
+//! - [`analysis`]: typing and batch facts over the IR;
 //! - [`emit`]: streamed, atomic ONNX writing;
 //! - [`build`]: TensorRT-RTX engine building (fp32/fp16) and the engine's JSON sidecar;
 //! - [`reference`]: the CPU reference runtime used by `--verify`, tests and `detrc run`;
@@ -14,6 +16,7 @@
 // The CLI's code says `detrc::…` like any user of the library; this lets it live in here.
 extern crate self as detrc;
 
+pub mod analysis;
 pub mod build;
 /// The `detrc` command line. It is in the library, not the binary, so that the Python
 /// package's `detrc` command (python/) runs this very code in-process.
@@ -22,9 +25,9 @@ pub mod cli;
 pub mod driver;
 pub mod emit;
 pub mod error;
-pub mod eval;
 pub mod ir;
 pub mod load;
+pub mod ops;
 pub mod pass;
 #[path = "../passes/mod.rs"]
 pub mod passes;
@@ -33,5 +36,6 @@ pub mod quant;
 pub mod reference;
 pub mod run;
 pub mod shapes;
+pub mod tensor;
 
 pub use error::{Error, Result};

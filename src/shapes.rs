@@ -131,7 +131,7 @@ pub fn apply_input_shapes(g: &mut Graph, specs: &[(String, Vec<i64>)]) -> Result
 /// The batch the inputs declare: `Some(b)` if every batch input fixes axis 0 to `b`, `None` if
 /// it is symbolic. Inputs that disagree are a usage error.
 pub fn declared_batch(g: &Graph) -> Result<Option<i64>> {
-    let ins = crate::passes::generalize_batch::batch_inputs(g);
+    let ins = crate::analysis::batch::batch_inputs(g);
     if ins.is_empty() {
         return Err(usage(
             "*",
@@ -164,7 +164,7 @@ pub fn declared_batch(g: &Graph) -> Result<Option<i64>> {
 
 /// Sets axis 0 of every batch input to `b`.
 pub fn set_batch(g: &mut Graph, b: i64) {
-    for n in crate::passes::generalize_batch::batch_inputs(g) {
+    for n in crate::analysis::batch::batch_inputs(g) {
         let Some(mut ty) = g.node(n).outputs[0].ty.clone() else {
             continue;
         };
@@ -254,7 +254,7 @@ pub fn find_traced_batch(g: &Graph) -> Result<i64> {
             Err(e) => last = format!("{e}"),
         }
     }
-    let first = crate::passes::generalize_batch::batch_inputs(g)
+    let first = crate::analysis::batch::batch_inputs(g)
         .first()
         .map(|&n| g.node(n).outputs[0].name.clone())
         .unwrap_or_else(|| "*".into());
@@ -273,8 +273,8 @@ pub fn find_traced_batch(g: &Graph) -> Result<i64> {
 /// ...]` does not hold the elements, a per-image constant does not broadcast. Used to find
 /// the traced batch without running the model (see `driver::compile_graph_with`).
 pub fn shape_conflict(g: &Graph) -> Option<String> {
-    use crate::eval::attrs;
-    use crate::passes::infer_shapes::small_const;
+    use crate::analysis::typing::small_const;
+    use crate::tensor::attrs;
     let shape = |p: Option<crate::ir::Port>| p.and_then(|p| g.ty(p)?.static_shape());
     let ints = |p| small_const(g, p).and_then(|t| t.as_i64_vec());
     for n in g.topo_ops() {
@@ -377,7 +377,7 @@ pub fn shape_conflict(g: &Graph) -> Option<String> {
 /// exports), if they agree on one.
 pub fn batch_param(g: &Graph) -> Option<String> {
     let mut name = None;
-    for n in crate::passes::generalize_batch::batch_inputs(g) {
+    for n in crate::analysis::batch::batch_inputs(g) {
         match g.node(n).outputs[0].ty.as_ref()?.shape.as_ref()?.first()? {
             Dim::Param(p) if name.as_ref().is_none_or(|q| q == p) => name = Some(p.clone()),
             _ => return None,

@@ -534,10 +534,10 @@ fn mutate_field(r: &mut Rng, m: &mut ModelProto) -> String {
                 let name = pick(r, &ATTR_NAMES);
                 node.attribute.retain(|a| a.name.as_deref() != Some(name));
                 let a = if r.next_u64().is_multiple_of(2) {
-                    detrc::eval::attrs::make_int(name, pick(r, &EXTREME_INTS))
+                    detrc::tensor::attrs::make_int(name, pick(r, &EXTREME_INTS))
                 } else {
                     let len = below(r, 5);
-                    detrc::eval::attrs::make_ints(
+                    detrc::tensor::attrs::make_ints(
                         name,
                         (0..len).map(|_| pick(r, &EXTREME_INTS)).collect(),
                     )

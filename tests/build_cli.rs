@@ -120,9 +120,9 @@ fn fixtures_build_in_fp32_and_fp16_single_and_multi_target() {
 /// A model whose engine is mostly weights: two 512x512 projections (2 MiB in fp32) with a
 /// layer norm and a softmax, the shape of a transformer block.
 fn weight_heavy_model(path: &Path) {
-    use detrc::eval::tensor::Tensor;
     use detrc::ir::{DType, TensorType};
     use detrc::load::proto::{GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto};
+    use detrc::tensor::Tensor;
     use ndarray::{ArrayD, IxDyn};
 
     const D: usize = 512;
@@ -150,7 +150,7 @@ fn weight_heavy_model(path: &Path) {
     let mut softmax = node("Softmax", &["n"], "y");
     softmax
         .attribute
-        .push(detrc::eval::attrs::make_int("axis", -1));
+        .push(detrc::tensor::attrs::make_int("axis", -1));
     let vi = |name: &str| ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(TensorType::new(DType::F32, &[1, 64, D as i64]).to_proto()),

@@ -44,7 +44,7 @@ fn batch_splits(g: &detrc::ir::Graph) -> usize {
         .into_iter()
         .filter(|&n| g.node(n).is("Split"))
         .filter(|&n| {
-            let axis = detrc::eval::attrs::int_or(&g.node(n).op().unwrap().attrs, "axis", 0);
+            let axis = detrc::tensor::attrs::int_or(&g.node(n).op().unwrap().attrs, "axis", 0);
             let rank = g
                 .ty(g.input(n, 0).unwrap())
                 .and_then(|t| t.shape.as_ref().map(|s| s.len() as i64));
@@ -806,7 +806,7 @@ fn unit_shape_conflicts_tell_a_wrong_batch() {
         ),
     ] {
         let mut g = m.graph();
-        detrc::passes::infer_shapes::type_all(&mut g);
+        detrc::analysis::typing::type_all(&mut g);
         let c = detrc::shapes::shape_conflict(&g);
         assert!(c.as_deref().is_some_and(|c| c.contains(want)), "{c:?}");
     }
@@ -817,6 +817,6 @@ fn unit_shape_conflicts_tell_a_wrong_batch() {
         .node("Reshape", &["x", "t"], &["y"], vec![])
         .output("y")
         .graph();
-    detrc::passes::infer_shapes::type_all(&mut g);
+    detrc::analysis::typing::type_all(&mut g);
     assert_eq!(detrc::shapes::shape_conflict(&g), None);
 }

@@ -608,7 +608,7 @@ fn fold_constants_folds_clip_and_split_of_constants() {
             "Clip",
             &["c"],
             &["cl"],
-            vec![detrc::eval::attrs::make_float("max", 0.1)],
+            vec![detrc::tensor::attrs::make_float("max", 0.1)],
         )
         .node(
             "Split",
@@ -645,7 +645,7 @@ fn fold_constants_folds_scatternd_and_einsum_of_constants() {
             "Einsum",
             &["u", "v"],
             &["outer"],
-            vec![detrc::eval::attrs::make_string("equation", "i,j->ij")],
+            vec![detrc::tensor::attrs::make_string("equation", "i,j->ij")],
         )
         .node("Mul", &["g2", "outer"], &["k"], vec![])
         .node("Add", &["x", "k"], &["y"], vec![]);
@@ -662,7 +662,7 @@ fn fold_constants_folds_scatternd_and_einsum_of_constants() {
             "Einsum",
             &["a", "b"],
             &["ab"],
-            vec![detrc::eval::attrs::make_string("equation", "ij,jk")],
+            vec![detrc::tensor::attrs::make_string("equation", "ij,jk")],
         )
         .node("Add", &["x", "ab"], &["y"], vec![]);
     let mut g = m.graph();

@@ -6,8 +6,8 @@
 use std::fmt::Write;
 
 use super::{Graph, NodeKind, Port};
-use crate::eval::tensor::Tensor;
 use crate::load::proto::{attr_type, AttributeProto};
+use crate::tensor::Tensor;
 
 const SHOW_VALUES_UP_TO: usize = 8;
 

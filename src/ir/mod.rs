@@ -6,7 +6,6 @@
 //! `StableGraph` reuses the slots of removed nodes. Passes therefore find what they rewrite by
 //! pattern each time and never keep indices across passes.
 
-pub mod dtype;
 pub mod dump;
 pub mod from_onnx;
 pub mod opset;
@@ -20,7 +19,7 @@ use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
-pub use dtype::DType;
+pub use crate::tensor::DType;
 pub use types::{Dim, TensorType};
 
 use crate::load::proto::{AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
@@ -275,7 +274,7 @@ impl Graph {
         let axes = vec![axis as i64];
         let name = format!("{prefix}_squeeze");
         if self.opset() >= 13 {
-            let axes = crate::eval::tensor::Tensor::vec_i64(axes).to_proto("");
+            let axes = crate::tensor::Tensor::vec_i64(axes).to_proto("");
             let c = self.add_const(&format!("{prefix}_axis"), axes);
             self.add_op(
                 "Squeeze",
@@ -285,7 +284,7 @@ impl Graph {
                 1,
             )
         } else {
-            let attr = crate::eval::attrs::make_ints("axes", axes);
+            let attr = crate::tensor::attrs::make_ints("axes", axes);
             self.add_op("Squeeze", &name, &[Some(x)], vec![attr], 1)
         }
     }

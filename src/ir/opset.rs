@@ -17,9 +17,9 @@
 //! Nodes with subgraphs (If, Loop, Scan) are refused: their bodies would need the same
 //! rewrite. A refusal is decided before anything changes and names the node in the way.
 
-use crate::eval::attrs;
-use crate::eval::tensor::Tensor;
 use crate::ir::{Graph, NodeId, Port};
+use crate::tensor::attrs;
+use crate::tensor::Tensor;
 
 /// Reductions whose `axes` moved from an attribute to an input in opset 18 (ReduceSum did
 /// so in 13).

@@ -1,10 +1,10 @@
 //! Tensor types as the IR tracks them: element type plus a possibly partial shape.
 
-use super::dtype::DType;
 use crate::load::proto::{
     tensor_shape_proto::{dimension, Dimension},
     type_proto, TensorShapeProto, TypeProto,
 };
+use crate::tensor::DType;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Dim {

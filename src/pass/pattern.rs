@@ -5,8 +5,8 @@
 //! Every helper answers `None` when the answer is "no" or "not known", so a pattern chains
 //! them with `?` and a partial match simply does not fire.
 
-use crate::eval::{attrs, Tensor};
 use crate::ir::{Graph, NodeId, Port};
+use crate::tensor::{attrs, Tensor};
 
 /// Constants above this many elements are never decoded for matching: patterns look at
 /// shapes, axes and scalars, not at weights.
@@ -46,7 +46,7 @@ pub fn const_value(g: &Graph, p: Port) -> Option<Tensor> {
     let node = g.node(p.node);
     if node.is("Constant") {
         let op = node.op()?;
-        let v = crate::eval::eval_op("Constant", &op.attrs, &[], g.opset()).ok()?;
+        let v = crate::ops::eval_op("Constant", &op.attrs, &[], g.opset()).ok()?;
         return v
             .into_iter()
             .next()

@@ -425,7 +425,7 @@ pub fn model_outputs(model: &ModelProto) -> Vec<(String, Vec<i64>)> {
         return declared;
     };
     for n in g.topo_ops() {
-        crate::passes::infer_shapes::infer_node(&mut g, n);
+        crate::analysis::typing::infer_node(&mut g, n);
     }
     declared
         .into_iter()

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use detrc::eval::attrs;
 use detrc::ir::{DType, Graph, TensorType};
 use detrc::load::proto::*;
 use detrc::pass::{Context, Outcome, Pass};
 use detrc::reference::compare::{compare, Tolerance};
 use detrc::reference::Reference;
+use detrc::tensor::attrs;
 
 pub mod run;
 

@@ -1,10 +1,16 @@
-//! Dense host tensors for constant evaluation, converted to and from `TensorProto`.
+//! The bottom layer: ONNX element types ([`DType`]), dense host tensors ([`Tensor`]) for
+//! constant evaluation, converted to and from `TensorProto`, and typed attribute access.
+//! The IR and the op registry both build on it; it knows neither.
+
+pub mod attrs;
+pub mod dtype;
+
+pub use dtype::DType;
 
 use bytes::Bytes;
 use half::f16;
 use ndarray::{ArrayD, IxDyn};
 
-use crate::ir::DType;
 use crate::load::proto::TensorProto;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,14 +31,14 @@ pub enum Tensor {
 macro_rules! map_any {
     ($t:expr, $a:ident => $body:expr) => {
         match $t {
-            $crate::eval::tensor::Tensor::F32($a) => $crate::eval::tensor::Tensor::F32($body),
-            $crate::eval::tensor::Tensor::F64($a) => $crate::eval::tensor::Tensor::F64($body),
-            $crate::eval::tensor::Tensor::F16($a) => $crate::eval::tensor::Tensor::F16($body),
-            $crate::eval::tensor::Tensor::I64($a) => $crate::eval::tensor::Tensor::I64($body),
-            $crate::eval::tensor::Tensor::I32($a) => $crate::eval::tensor::Tensor::I32($body),
-            $crate::eval::tensor::Tensor::I8($a) => $crate::eval::tensor::Tensor::I8($body),
-            $crate::eval::tensor::Tensor::U8($a) => $crate::eval::tensor::Tensor::U8($body),
-            $crate::eval::tensor::Tensor::Bool($a) => $crate::eval::tensor::Tensor::Bool($body),
+            $crate::tensor::Tensor::F32($a) => $crate::tensor::Tensor::F32($body),
+            $crate::tensor::Tensor::F64($a) => $crate::tensor::Tensor::F64($body),
+            $crate::tensor::Tensor::F16($a) => $crate::tensor::Tensor::F16($body),
+            $crate::tensor::Tensor::I64($a) => $crate::tensor::Tensor::I64($body),
+            $crate::tensor::Tensor::I32($a) => $crate::tensor::Tensor::I32($body),
+            $crate::tensor::Tensor::I8($a) => $crate::tensor::Tensor::I8($body),
+            $crate::tensor::Tensor::U8($a) => $crate::tensor::Tensor::U8($body),
+            $crate::tensor::Tensor::Bool($a) => $crate::tensor::Tensor::Bool($body),
         }
     };
 }
@@ -42,14 +48,14 @@ macro_rules! map_any {
 macro_rules! try_map_any {
     ($t:expr, $a:ident => $body:expr) => {
         match $t {
-            $crate::eval::tensor::Tensor::F32($a) => $crate::eval::tensor::Tensor::F32($body?),
-            $crate::eval::tensor::Tensor::F64($a) => $crate::eval::tensor::Tensor::F64($body?),
-            $crate::eval::tensor::Tensor::F16($a) => $crate::eval::tensor::Tensor::F16($body?),
-            $crate::eval::tensor::Tensor::I64($a) => $crate::eval::tensor::Tensor::I64($body?),
-            $crate::eval::tensor::Tensor::I32($a) => $crate::eval::tensor::Tensor::I32($body?),
-            $crate::eval::tensor::Tensor::I8($a) => $crate::eval::tensor::Tensor::I8($body?),
-            $crate::eval::tensor::Tensor::U8($a) => $crate::eval::tensor::Tensor::U8($body?),
-            $crate::eval::tensor::Tensor::Bool($a) => $crate::eval::tensor::Tensor::Bool($body?),
+            $crate::tensor::Tensor::F32($a) => $crate::tensor::Tensor::F32($body?),
+            $crate::tensor::Tensor::F64($a) => $crate::tensor::Tensor::F64($body?),
+            $crate::tensor::Tensor::F16($a) => $crate::tensor::Tensor::F16($body?),
+            $crate::tensor::Tensor::I64($a) => $crate::tensor::Tensor::I64($body?),
+            $crate::tensor::Tensor::I32($a) => $crate::tensor::Tensor::I32($body?),
+            $crate::tensor::Tensor::I8($a) => $crate::tensor::Tensor::I8($body?),
+            $crate::tensor::Tensor::U8($a) => $crate::tensor::Tensor::U8($body?),
+            $crate::tensor::Tensor::Bool($a) => $crate::tensor::Tensor::Bool($body?),
         }
     };
 }
@@ -59,14 +65,14 @@ macro_rules! try_map_any {
 macro_rules! with_any {
     ($t:expr, $a:ident => $body:expr) => {
         match $t {
-            $crate::eval::tensor::Tensor::F32($a) => $body,
-            $crate::eval::tensor::Tensor::F64($a) => $body,
-            $crate::eval::tensor::Tensor::F16($a) => $body,
-            $crate::eval::tensor::Tensor::I64($a) => $body,
-            $crate::eval::tensor::Tensor::I32($a) => $body,
-            $crate::eval::tensor::Tensor::I8($a) => $body,
-            $crate::eval::tensor::Tensor::U8($a) => $body,
-            $crate::eval::tensor::Tensor::Bool($a) => $body,
+            $crate::tensor::Tensor::F32($a) => $body,
+            $crate::tensor::Tensor::F64($a) => $body,
+            $crate::tensor::Tensor::F16($a) => $body,
+            $crate::tensor::Tensor::I64($a) => $body,
+            $crate::tensor::Tensor::I32($a) => $body,
+            $crate::tensor::Tensor::I8($a) => $body,
+            $crate::tensor::Tensor::U8($a) => $body,
+            $crate::tensor::Tensor::Bool($a) => $body,
         }
     };
 }
