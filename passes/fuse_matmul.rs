@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use ndarray::{concatenate, ArrayD, Axis};
 
 use crate::ir::{DType, Graph, NodeId, Port, TensorType};
+use crate::ops::accessors::{self, Place};
 use crate::pass::{Context, Outcome, Pass};
 use crate::tensor::{attrs, Tensor};
 
@@ -92,7 +93,8 @@ impl Pass for FuseMatMul {
                 g.node_mut(id).outputs[0].ty = Some(TensorType::new(DType::F32, &out_dims));
             }
             let axis_attr = attrs::make_int("axis", -1);
-            let split = if g.opset() >= 13 {
+            // Split sizes are an input from opset 13 on, an attribute before.
+            let split = if accessors::split_place(g.opset()) == Place::Input(1) {
                 let s = g.add_const(
                     "detrc_split_sizes",
                     Tensor::vec_i64(sizes.clone()).to_proto(""),

@@ -228,6 +228,31 @@ pub fn infer_static(
     })
 }
 
+/// Integer contents of what `place` names, for evaluation: the attribute, or a constant input.
+/// `None` for an operator without such a place, or an absent optional input.
+fn eval_ints_at(
+    place: Option<accessors::Place>,
+    at: &[AttributeProto],
+    inputs: &[Option<Tensor>],
+) -> R<Option<Vec<i64>>> {
+    match place {
+        Some(accessors::Place::Input(k)) => opt_ints(inputs, k),
+        Some(accessors::Place::Attribute(name)) => Ok(attrs::ints(at, name)),
+        None => Ok(None),
+    }
+}
+
+/// The same for a type rule, which sees small constant inputs in `vals`.
+fn infer_ints_at(
+    place: Option<accessors::Place>,
+    at: &[AttributeProto],
+    vals: &[Option<Tensor>],
+) -> Option<Vec<i64>> {
+    accessors::ints_at(place?, at, |k| {
+        Some(vals.get(k).cloned().flatten().and_then(|t| t.as_i64_vec()))
+    })?
+}
+
 /// The static-shape rule of the shape-keeping unary operators: input 0's type.
 fn same_static(cx: &InferCx) -> Types {
     let (x, xs) = (cx.ty(0)?, cx.st(0)?);

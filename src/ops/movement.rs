@@ -128,11 +128,7 @@ fn eval(op: &str, at: &[AttributeProto], inputs: &[Option<Tensor>], opset: i64) 
             let a = axis(attrs::int_or(at, "axis", 0), s.len())
                 .ok_or(EvalError::Invalid("Split axis".into()))?;
             let len = s[a] as i64;
-            let sizes = if opset >= 13 {
-                opt_ints(inputs, 1)?
-            } else {
-                attrs::ints(at, "split")
-            };
+            let sizes = eval_ints_at(Some(accessors::split_place(opset)), at, inputs)?;
             // Without sizes the parts are equal, one per output: the caller states how many
             // outputs the node has through `num_outputs` (an attribute from opset 18 on).
             let sizes = match sizes {
@@ -332,11 +328,7 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
             let x = s0?;
             let ax = axis(attrs::int_or(at, "axis", 0), x.len())?;
             let n_out = attrs::int(at, "num_outputs");
-            let split = if opset >= 13 {
-                ints_of(1)
-            } else {
-                attrs::ints(at, "split")
-            };
+            let split = infer_ints_at(Some(accessors::split_place(opset)), at, vals);
             let parts: Vec<i64> = match (split, x[ax].fixed()) {
                 (Some(s), _) => s,
                 (None, Some(d)) => {

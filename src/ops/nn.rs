@@ -62,11 +62,11 @@ fn eval(op: &str, at: &[AttributeProto], inputs: &[Option<Tensor>], opset: i64) 
         "Resize" | "Upsample" => resize_nearest(op, at, inputs, opset),
         "Softmax" | "LogSoftmax" => {
             let a = f32_of(x()?)?;
-            let default_axis = if opset >= 13 { -1 } else { 1 };
+            let default_axis = accessors::softmax_default_axis(opset);
             let ax = axis(attrs::int_or(at, "axis", default_axis), a.ndim())
                 .ok_or(EvalError::Invalid("Softmax axis".into()))?;
             // Before opset 13 Softmax flattens from `axis` on; identical when axis is last.
-            if opset < 13 && ax + 1 != a.ndim() {
+            if accessors::softmax_flattens(opset) && ax + 1 != a.ndim() {
                 return unsupported("Softmax over several axes (opset < 13)");
             }
             let mut out = a.clone();

@@ -92,7 +92,6 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
             shape,
         })])
     };
-    let ints_of = |i: usize| vals.get(i).cloned().flatten().and_then(|t| t.as_i64_vec());
     match op {
         "CumSum" => same(s0, dt0),
         "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceMean" | "ReduceProd" | "ReduceL2"
@@ -102,12 +101,9 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
             let axes: Vec<usize> = if op.starts_with("Arg") {
                 vec![axis(attrs::int_or(at, "axis", 0), x.len())?]
             } else {
-                let from_input = opset >= 18 || (op == "ReduceSum" && opset >= 13);
-                let a = if from_input {
-                    ints_of(1)
-                } else {
-                    attrs::ints(at, "axes")
-                };
+                let place = accessors::axes_place(op, opset);
+                let from_input = matches!(place, Some(accessors::Place::Input(_)));
+                let a = infer_ints_at(place, at, vals);
                 match a {
                     Some(a) if !a.is_empty() => {
                         a.iter().map(|&v| axis(v, x.len())).collect::<Option<_>>()?
@@ -146,12 +142,7 @@ pub(super) fn reduce(
 ) -> R<Vec<Tensor>> {
     let data = input(inputs, 0, op)?;
     let s = data.shape();
-    let axes_from_input = opset >= 18 || (op == "ReduceSum" && opset >= 13);
-    let axes = if axes_from_input {
-        opt_ints(inputs, 1)?
-    } else {
-        attrs::ints(at, "axes")
-    };
+    let axes = eval_ints_at(accessors::axes_place(op, opset), at, inputs)?;
     let keep = attrs::int_or(at, "keepdims", 1) != 0;
     let axes: Vec<usize> = match axes.filter(|a| !a.is_empty()) {
         Some(a) => a

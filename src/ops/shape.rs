@@ -75,12 +75,8 @@ fn eval(op: &str, at: &[AttributeProto], inputs: &[Option<Tensor>], opset: i64) 
         }
         "Unsqueeze" => {
             let data = x()?;
-            let axes = if opset >= 13 {
-                opt_ints(inputs, 1)?
-            } else {
-                attrs::ints(at, "axes")
-            }
-            .ok_or(EvalError::Invalid("Unsqueeze without axes".into()))?;
+            let axes = eval_ints_at(accessors::axes_place(op, opset), at, inputs)?
+                .ok_or(EvalError::Invalid("Unsqueeze without axes".into()))?;
             let r = data.shape().len() + axes.len();
             let mut axes: Vec<usize> = axes
                 .iter()
@@ -99,11 +95,7 @@ fn eval(op: &str, at: &[AttributeProto], inputs: &[Option<Tensor>], opset: i64) 
         "Squeeze" => {
             let data = x()?;
             let s = data.shape();
-            let axes = if opset >= 13 {
-                opt_ints(inputs, 1)?
-            } else {
-                attrs::ints(at, "axes")
-            };
+            let axes = eval_ints_at(accessors::axes_place(op, opset), at, inputs)?;
             let drop: Vec<usize> = match axes {
                 Some(ax) => ax
                     .iter()
@@ -279,11 +271,7 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
         }
         "Squeeze" => {
             let x = s0?;
-            let axes = if opset >= 13 {
-                ints_of(1)
-            } else {
-                attrs::ints(at, "axes")
-            };
+            let axes = infer_ints_at(accessors::axes_place(op, opset), at, vals);
             let drop: Vec<usize> = match axes {
                 Some(a) => a.iter().map(|&v| axis(v, x.len())).collect::<Option<_>>()?,
                 None => (0..x.len()).filter(|&i| x[i] == Dim::Fixed(1)).collect(),
@@ -300,11 +288,7 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
         }
         "Unsqueeze" => {
             let x = s0?;
-            let axes = if opset >= 13 {
-                ints_of(1)
-            } else {
-                attrs::ints(at, "axes")
-            }?;
+            let axes = infer_ints_at(accessors::axes_place(op, opset), at, vals)?;
             let r = x.len() + axes.len();
             let mut ax: Vec<usize> = axes.iter().map(|&v| axis(v, r)).collect::<Option<_>>()?;
             ax.sort_unstable();

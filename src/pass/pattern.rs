@@ -6,7 +6,8 @@
 //! them with `?` and a partial match simply does not fire.
 
 use crate::ir::{Graph, NodeId, Port};
-use crate::tensor::{attrs, Tensor};
+use crate::ops::accessors;
+use crate::tensor::Tensor;
 
 /// Constants above this many elements are never decoded for matching: patterns look at
 /// shapes, axes and scalars, not at weights.
@@ -120,20 +121,11 @@ pub fn axes_of(g: &Graph, n: NodeId) -> Option<Option<Vec<i64>>> {
     if !crate::ir::is_onnx_domain(&op.domain) {
         return None;
     }
-    let opset = g.opset();
-    let from_input = match op.op_type.as_str() {
-        "Squeeze" | "Unsqueeze" | "ReduceSum" => opset >= 13,
-        t if t.starts_with("Reduce") => opset >= 18,
-        _ => return None,
-    };
-    if from_input {
-        match g.input(n, 1) {
-            None => Some(None),
-            Some(p) => Some(Some(const_ints(g, Some(p))?)),
-        }
-    } else {
-        Some(attrs::ints(&op.attrs, "axes"))
-    }
+    let place = accessors::axes_place(&op.op_type, g.opset())?;
+    accessors::ints_at(place, &op.attrs, |k| match g.input(n, k) {
+        None => Some(None),
+        Some(p) => Some(Some(const_ints(g, Some(p))?)),
+    })
 }
 
 /// The axes of an Unsqueeze node (which always has them).
