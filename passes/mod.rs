@@ -12,6 +12,7 @@ pub mod fold_scale;
 pub mod fuse_layernorm;
 pub mod fuse_matmul;
 pub mod generalize_batch;
+pub mod gridsample_gather;
 pub mod identity_chains;
 pub mod infer_shapes;
 pub mod prune_aux_heads;
@@ -46,6 +47,7 @@ pub fn all() -> Vec<Box<dyn Pass>> {
     let mut v = registry();
     v.push(Box::new(to_fp16::ToFp16::default()));
     v.push(Box::new(generalize_batch::GeneralizeBatch));
+    v.push(Box::new(gridsample_gather::GridSampleGather));
     v
 }
 

@@ -743,3 +743,75 @@ fn fold_constants_folds_gathernd_of_constants() {
     assert_eq!(op_count(&g, "GatherND"), 0, "{:?}", g.op_histogram());
     assert_same_outputs_graph(&before, &g);
 }
+
+/// Deformable attention's sampler: `GridSample(value [2, 3, 5, 6], grid [2, 4, 3, 2])` with
+/// seeded grids of N(0, 1), so many samples fall outside [-1, 1] and padding matters.
+fn grid_sample(align: i64, padding: &str, mode: &str) -> M {
+    let s = |n: &str, v: &str| detrc::load::proto::AttributeProto {
+        name: Some(n.into()),
+        s: Some(v.as_bytes().to_vec().into()),
+        r#type: Some(detrc::load::proto::attr_type::STRING),
+        ..Default::default()
+    };
+    M::new(17)
+        .input("value", &[2, 3, 5, 6])
+        .input("grid", &[2, 4, 3, 2])
+        .node(
+            "GridSample",
+            &["value", "grid"],
+            &["y"],
+            vec![
+                int_attr("align_corners", align),
+                s("padding_mode", padding),
+                s("mode", mode),
+            ],
+        )
+        .output("y")
+}
+
+#[test]
+fn gridsample_gather_equals_grid_sample_for_each_padding_and_alignment() {
+    for (align, padding) in [(0, "zeros"), (1, "zeros"), (0, "border"), (1, "border")] {
+        let name = format!("gridsample_gather_align{align}_{padding}");
+        let (g, o) = if (align, padding) == (0, "zeros") {
+            // The PyTorch default, as deformable attention exports it: snapshotted.
+            check(
+                &name,
+                &grid_sample(align, padding, "bilinear"),
+                &gridsample_gather::GridSampleGather,
+            )
+        } else {
+            let mut g = grid_sample(align, padding, "bilinear").graph();
+            apply(&mut g, &infer_shapes::InferShapes);
+            let before = g.clone();
+            let o = apply(&mut g, &gridsample_gather::GridSampleGather);
+            assert_same_outputs_graph(&before, &g);
+            (g, o)
+        };
+        assert!(changed(&o), "{name}: {o:?}");
+        assert_eq!(op_count(&g, "GridSample"), 0, "{name}");
+        assert_eq!(op_count(&g, "Where"), 0, "{name}");
+        assert_eq!(op_count(&g, "GatherElements"), 1, "{name}");
+    }
+}
+
+#[test]
+fn gridsample_gather_leaves_other_modes_with_a_reason() {
+    for (mode, padding) in [
+        ("nearest", "zeros"),
+        ("bicubic", "zeros"),
+        ("bilinear", "reflection"),
+    ] {
+        let mut g = grid_sample(0, padding, mode).graph();
+        apply(&mut g, &infer_shapes::InferShapes);
+        let o = apply(&mut g, &gridsample_gather::GridSampleGather);
+        let Outcome::NotApplicable(why) = &o else {
+            panic!("{mode}/{padding}: no reason given: {o:?}")
+        };
+        assert!(
+            why.contains("kept") && why.contains(if padding == "zeros" { mode } else { padding }),
+            "{why}"
+        );
+        assert_eq!(op_count(&g, "GridSample"), 1);
+    }
+}
