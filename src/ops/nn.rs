@@ -59,7 +59,7 @@ fn eval(op: &str, at: &[AttributeProto], inputs: &[Option<Tensor>], opset: i64) 
     let y = || input(inputs, 1, op);
     let one = |t: Tensor| Ok(vec![t]);
     match op {
-        "Resize" | "Upsample" => resize_nearest(op, at, inputs, opset),
+        "Resize" | "Upsample" => resize(op, at, inputs, opset),
         "Softmax" | "LogSoftmax" => {
             let a = f32_of(x()?)?;
             let default_axis = accessors::softmax_default_axis(opset);
@@ -192,15 +192,21 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
     }
 }
 
-pub(super) fn resize_nearest(
+/// Resize and Upsample of a constant: nearest, linear and cubic, with or without antialias
+/// (opset 18), in every coordinate mode the family exports use. Position embeddings resized to
+/// the input size (YOLOS's bicubic, RF-DETR's antialiased bicubic) fold this way.
+pub(super) fn resize(
     op: &str,
     at: &[AttributeProto],
     inputs: &[Option<Tensor>],
     opset: i64,
 ) -> R<Vec<Tensor>> {
     let mode = attrs::string(at, "mode").unwrap_or_else(|| "nearest".into());
-    if mode != "nearest" {
+    if !["nearest", "linear", "cubic"].contains(&mode.as_str()) {
         return unsupported(format!("{op} mode '{mode}'"));
+    }
+    if attrs::string(at, "keep_aspect_ratio_policy").is_some_and(|p| p != "stretch") {
+        return unsupported(format!("{op} keeping the aspect ratio"));
     }
     let data = input(inputs, 0, op)?;
     let s = data.shape();
@@ -254,32 +260,21 @@ pub(super) fn resize_nearest(
             "half_pixel".into()
         }
     });
+    if mode != "nearest" {
+        return interpolate(op, at, data, &out, &scale, &ctm, &mode).map(|t| vec![t]);
+    }
     let nm = attrs::string(at, "nearest_mode").unwrap_or_else(|| "round_prefer_floor".into());
     let mut maps: Vec<Vec<usize>> = Vec::with_capacity(r);
     for d in 0..r {
-        let (li, lo, sc) = (s[d] as f64, out[d] as f64, scale[d]);
+        let (li, sc) = (s[d] as f64, scale[d]);
         let mut m = Vec::with_capacity(out[d]);
         for i in 0..out[d] {
             let x = i as f64;
             let src = match ctm.as_str() {
-                "asymmetric" => x / sc,
-                "half_pixel" => (x + 0.5) / sc - 0.5,
-                "pytorch_half_pixel" => {
-                    if lo > 1.0 {
-                        (x + 0.5) / sc - 0.5
-                    } else {
-                        0.0
-                    }
-                }
-                "align_corners" => {
-                    if lo > 1.0 {
-                        x * (li - 1.0) / (lo - 1.0)
-                    } else {
-                        0.0
-                    }
-                }
                 "tf_half_pixel_for_nn" => (x + 0.5) / sc,
-                other => return unsupported(format!("{op} coordinate mode '{other}'")),
+                _ => source_coordinate(&ctm, x, s[d], out[d], sc).ok_or_else(|| {
+                    EvalError::Unsupported(format!("{op} coordinate mode '{ctm}'"))
+                })?,
             };
             let k = match nm.as_str() {
                 "floor" => src.floor(),
@@ -304,6 +299,158 @@ pub(super) fn resize_nearest(
         })),
     ])
 }
+/// Linear or cubic Resize, one axis after the other (the interpolation is separable), in
+/// float64, as the ONNX definition computes it: each output position maps back to a source
+/// coordinate, and its value is a weighted sum of the nearest source elements (the edge
+/// element repeated beyond the border). With `antialias` a downscale widens the kernel by
+/// 1/scale and normalises its weights, as PIL and torch's antialiased resize do.
+fn interpolate(
+    op: &str,
+    at: &[AttributeProto],
+    data: &Tensor,
+    out: &[usize],
+    scale: &[f64],
+    ctm: &str,
+    mode: &str,
+) -> R<Tensor> {
+    let antialias = attrs::int_or(at, "antialias", 0) != 0;
+    let exclude_outside = attrs::int_or(at, "exclude_outside", 0) != 0;
+    let a = attrs::float(at, "cubic_coeff_a").unwrap_or(-0.75) as f64;
+    let mut x: ArrayD<f64> = match data {
+        Tensor::F32(v) => v.mapv(|e| e as f64),
+        Tensor::F64(v) => v.clone(),
+        Tensor::F16(v) => v.mapv(|e| e.to_f64()),
+        other => return inv(format!("{op} {mode} of {}", other.dtype())),
+    };
+    for (d, (&o, &sc)) in out.iter().zip(scale).enumerate() {
+        let len = x.shape()[d];
+        // onnxruntime's cubic and antialiased kernels do not place a one-element
+        // pytorch_half_pixel output where the definition does (at -0.5; measured: 3.125 where
+        // the definition gives 2.1875): the fold stays out rather than choose between them.
+        if ctm == "pytorch_half_pixel" && o == 1 && len > 1 && (antialias || mode == "cubic") {
+            return unsupported(format!("{op} {mode} to one element (pytorch_half_pixel)"));
+        }
+        let mut taps = Vec::with_capacity(o);
+        for i in 0..o {
+            let src = source_coordinate(ctm, i as f64, len, o, sc)
+                .ok_or_else(|| EvalError::Unsupported(format!("{op} coordinate mode '{ctm}'")))?;
+            taps.push(kernel_taps(
+                src,
+                len,
+                sc,
+                mode,
+                a,
+                antialias,
+                exclude_outside,
+            ));
+        }
+        let mut shape = x.shape().to_vec();
+        shape[d] = o;
+        check_size(&shape)?;
+        let mut y = ArrayD::<f64>::zeros(IxDyn(&shape));
+        for (i, tap) in taps.iter().enumerate() {
+            let mut lane = y.index_axis_mut(Axis(d), i);
+            for &(k, w) in tap {
+                lane.scaled_add(w, &x.index_axis(Axis(d), k));
+            }
+        }
+        x = y;
+    }
+    Ok(match data {
+        Tensor::F32(_) => Tensor::F32(x.mapv(|v| v as f32)),
+        Tensor::F16(_) => Tensor::F16(x.mapv(f16::from_f64)),
+        _ => Tensor::F64(x),
+    })
+}
+
+/// Where output position `x` of an axis of `len` resized to `out` (scale `sc`) reads from.
+/// `None` for a mode without a definition here (tf_crop_and_resize needs a region of interest).
+fn source_coordinate(ctm: &str, x: f64, len: usize, out: usize, sc: f64) -> Option<f64> {
+    Some(match ctm {
+        "asymmetric" => x / sc,
+        "half_pixel" => (x + 0.5) / sc - 0.5,
+        "pytorch_half_pixel" if out > 1 => (x + 0.5) / sc - 0.5,
+        "pytorch_half_pixel" => -0.5,
+        "align_corners" if out > 1 => x * (len as f64 - 1.0) / (out as f64 - 1.0),
+        "align_corners" => 0.0,
+        "half_pixel_symmetric" => {
+            let adjustment = out as f64 / (sc * len as f64);
+            let center = len as f64 / 2.0;
+            center * (1.0 - adjustment) + (x + 0.5) / sc - 0.5
+        }
+        _ => return None,
+    })
+}
+
+/// The (source index, weight) pairs of one output position at source coordinate `src`.
+fn kernel_taps(
+    src: f64,
+    len: usize,
+    sc: f64,
+    mode: &str,
+    a: f64,
+    antialias: bool,
+    exclude_outside: bool,
+) -> Vec<(usize, f64)> {
+    // The taps sit at base + start + k; at an integer coordinate the taps are those of the
+    // coordinate one below with the fraction 1 (what the definition's nearest-neighbour choice,
+    // ties to the lower index, gives).
+    let (base, ratio) = if src.fract() == 0.0 {
+        (src - 1.0, 1.0)
+    } else {
+        (src.floor(), src - src.floor())
+    };
+    let cubic = |x: f64| {
+        let x = x.abs();
+        if x <= 1.0 {
+            ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+        } else if x < 2.0 {
+            ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+        } else {
+            0.0
+        }
+    };
+    // Antialiasing widens the kernel only when downscaling.
+    let s = if antialias { sc.min(1.0) } else { 1.0 };
+    let (start, weights): (i64, Vec<f64>) = if mode == "linear" {
+        let start = (-1.0 / s).floor() as i64 + 1;
+        let n = 2 - 2 * start;
+        (
+            start,
+            (0..n)
+                .map(|k| (1.0 - (((start + k) as f64 - ratio) * s).abs()).max(0.0))
+                .collect(),
+        )
+    } else {
+        let start = (-2.0 / s).floor() as i64 + 1;
+        let n = 2 - 2 * start;
+        (
+            start,
+            (0..n)
+                .map(|k| cubic(((start + k) as f64 - ratio) * s))
+                .collect(),
+        )
+    };
+    let last = len as i64 - 1;
+    let mut taps: Vec<(i64, f64)> = weights
+        .into_iter()
+        .enumerate()
+        .map(|(k, w)| (base as i64 + start + k as i64, w))
+        .collect();
+    if exclude_outside {
+        taps.retain(|&(i, _)| (0..=last).contains(&i));
+    }
+    if antialias || exclude_outside {
+        let sum: f64 = taps.iter().map(|t| t.1).sum();
+        if sum != 0.0 {
+            taps.iter_mut().for_each(|t| t.1 /= sum);
+        }
+    }
+    taps.into_iter()
+        .map(|(i, w)| (i.clamp(0, last) as usize, w))
+        .collect()
+}
+
 /// Output size of a convolution or pooling window along one axis. `None` for parameters no
 /// valid model has (non-positive kernel, stride or dilation) and for sizes that overflow, which
 /// only a corrupt or hostile attribute produces.
