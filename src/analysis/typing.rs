@@ -22,18 +22,20 @@ pub fn infer_node(g: &mut Graph, n: NodeId) -> usize {
 
 fn infer_by_rule(g: &mut Graph, n: NodeId) -> usize {
     let opset = g.opset();
-    let ins = g.inputs(n);
-    let tys: Vec<Option<TensorType>> = ins
-        .iter()
-        .map(|p| p.and_then(|p| g.ty(p).cloned()))
-        .collect();
-    let vals: Vec<Option<Tensor>> = ins.iter().map(|p| small_const(g, *p)).collect();
+    let (tys, vals) = known_inputs(g, n);
     let node = g.node(n);
     let Some(op) = node.op() else { return 0 };
     if !crate::ir::is_onnx_domain(&op.domain) {
         return 0;
     }
-    let Some(out) = ops::infer(&op.op_type, &op.attrs, &tys, &vals, opset) else {
+    let cx = ops::InferCx {
+        op: &op.op_type,
+        at: &op.attrs,
+        tys: &tys,
+        vals: &vals,
+        opset,
+    };
+    let Some(out) = ops::infer(&cx) else {
         return 0;
     };
     let nouts = node.outputs.len();
@@ -55,6 +57,17 @@ fn infer_by_rule(g: &mut Graph, n: NodeId) -> usize {
         }
     }
     updated
+}
+
+/// What typing knows of a node's inputs: their types, and the values of the small constants.
+fn known_inputs(g: &Graph, n: NodeId) -> (Vec<Option<TensorType>>, Vec<Option<Tensor>>) {
+    let ins = g.inputs(n);
+    let tys = ins
+        .iter()
+        .map(|p| p.and_then(|p| g.ty(p).cloned()))
+        .collect();
+    let vals = ins.iter().map(|p| small_const(g, *p)).collect();
+    (tys, vals)
 }
 
 /// Types every node in topological order, once (no folding); returns how many values learned
@@ -128,13 +141,15 @@ fn type_unruled_node(g: &mut Graph, n: NodeId) -> usize {
         return 0;
     }
     let Some(op) = node.op() else { return 0 };
-    let ins = g.inputs(n);
-    let tys: Vec<Option<TensorType>> = ins
-        .iter()
-        .map(|p| p.and_then(|p| g.ty(p).cloned()))
-        .collect();
-    let vals: Vec<Option<Tensor>> = ins.iter().map(|p| small_const(g, *p)).collect();
-    let Some(outs) = ops::infer_static(&op.op_type, &op.attrs, &tys, &vals, g.opset()) else {
+    let (tys, vals) = known_inputs(g, n);
+    let cx = ops::InferCx {
+        op: &op.op_type,
+        at: &op.attrs,
+        tys: &tys,
+        vals: &vals,
+        opset: g.opset(),
+    };
+    let Some(outs) = ops::infer_static(&cx) else {
         return 0;
     };
     let mut typed = 0;

@@ -66,6 +66,21 @@ pub struct InferCx<'a> {
 }
 
 impl InferCx<'_> {
+    /// Input 0's type, shape and element type: what most rules start from.
+    fn first(&self) -> (Option<TensorType>, Option<Vec<Dim>>, Option<DType>) {
+        let t0 = self.ty(0);
+        let s0 = t0.as_ref().and_then(|t| t.shape.clone());
+        let dt0 = t0.as_ref().map(|t| t.dtype);
+        (t0, s0, dt0)
+    }
+    /// The integer value of small constant input `k`.
+    fn ints(&self, k: usize) -> Option<Vec<i64>> {
+        self.vals
+            .get(k)
+            .cloned()
+            .flatten()
+            .and_then(|t| t.as_i64_vec())
+    }
     fn ty(&self, k: usize) -> Option<TensorType> {
         self.tys.get(k).cloned().flatten()
     }
@@ -169,13 +184,14 @@ pub fn eval_op(
 }
 
 /// Output types of one operator, or None where the rule needs more than is known.
-pub fn infer(
-    op: &str,
-    at: &[AttributeProto],
-    tys: &[Option<TensorType>],
-    vals: &[Option<Tensor>],
-    opset: i64,
-) -> Types {
+pub fn infer(cx: &InferCx) -> Types {
+    let InferCx {
+        op,
+        at,
+        tys,
+        vals,
+        opset,
+    } = *cx;
     // All-constant inputs: evaluate, which gives the exact answer.
     if !tys.is_empty()
         && vals
@@ -198,34 +214,14 @@ pub fn infer(
             );
         }
     }
-    let f = rule(op)?.infer?;
-    f(&InferCx {
-        op,
-        at,
-        tys,
-        vals,
-        opset,
-    })
+    (rule(op)?.infer?)(cx)
 }
 
 /// Static output shapes for operators the rules of [`infer`] leave unknown (deformable
 /// attention's GridSample, a MatMul with a vector operand, ScatterND/GatherElements, TopK,
 /// Einsum, shape-keeping unary ops): from their inputs' static shapes only.
-pub fn infer_static(
-    op: &str,
-    at: &[AttributeProto],
-    tys: &[Option<TensorType>],
-    vals: &[Option<Tensor>],
-    opset: i64,
-) -> Types {
-    let f = rule(op)?.infer_static?;
-    f(&InferCx {
-        op,
-        at,
-        tys,
-        vals,
-        opset,
-    })
+pub fn infer_static(cx: &InferCx) -> Types {
+    (rule(cx.op)?.infer_static?)(cx)
 }
 
 /// Integer contents of what `place` names, for evaluation: the attribute, or a constant input.
@@ -251,6 +247,19 @@ fn infer_ints_at(
     accessors::ints_at(place?, at, |k| {
         Some(vals.get(k).cloned().flatten().and_then(|t| t.as_i64_vec()))
     })?
+}
+
+/// One output of `dtype` and `shape`: the result of most type rules.
+fn same(shape: Option<Vec<Dim>>, dtype: Option<DType>) -> Types {
+    Some(vec![Some(TensorType {
+        dtype: dtype?,
+        shape,
+    })])
+}
+
+/// One evaluated output.
+fn one(t: Tensor) -> R<Vec<Tensor>> {
+    Ok(vec![t])
 }
 
 /// The static-shape rule of the shape-keeping unary operators: input 0's type.
@@ -572,7 +581,14 @@ mod tests {
                         .and_then(|t| types_of(std::slice::from_ref(t)).pop().flatten())
                 })
                 .collect();
-            let by_value = infer(r.name, &at, &tys, &inputs, opset);
+            let cx = InferCx {
+                op: r.name,
+                at: &at,
+                tys: &tys,
+                vals: &inputs,
+                opset,
+            };
+            let by_value = infer(&cx);
             assert_eq!(by_value.as_ref(), Some(&want), "{}: typed by value", r.name);
             // The data (input 0) unknown, only its type: the rule alone must get the same
             // types. Other inputs stay values: rules read shapes, axes, sizes and scales. A
@@ -583,7 +599,7 @@ mod tests {
                 vals[0] = None;
             }
             if r.types() && vals != inputs {
-                let by_rule = infer(r.name, &at, &tys, &vals, opset)
+                let by_rule = infer(&InferCx { vals: &vals, ..cx })
                     .unwrap_or_else(|| panic!("{}: its type rule gives nothing", r.name));
                 assert_eq!(by_rule.len(), want.len(), "{}", r.name);
                 for (k, (got, w)) in by_rule.iter().zip(&want).enumerate() {
@@ -620,7 +636,14 @@ mod tests {
             eval_op("NonMaxSuppression", &[], &[], 17),
             Err(EvalError::Unsupported(_))
         ));
-        assert_eq!(infer("MyCustomOp", &[], &[None], &[None], 17), None);
-        assert_eq!(infer_static("MyCustomOp", &[], &[None], &[None], 17), None);
+        let cx = InferCx {
+            op: "MyCustomOp",
+            at: &[],
+            tys: &[None],
+            vals: &[None],
+            opset: 17,
+        };
+        assert_eq!(infer(&cx), None);
+        assert_eq!(infer_static(&cx), None);
     }
 }

@@ -25,7 +25,6 @@ pub(super) const RULES: &[OpRule] = &[
 fn eval(op: &str, at: &[AttributeProto], inputs: &[Option<Tensor>], opset: i64) -> R<Vec<Tensor>> {
     let x = || input(inputs, 0, op);
     let y = || input(inputs, 1, op);
-    let one = |t: Tensor| Ok(vec![t]);
     match op {
         "Transpose" => {
             let data = x()?;
@@ -287,16 +286,7 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
         vals,
         opset,
     } = *cx;
-    let t0 = tys.first().cloned().flatten();
-    let s0 = t0.as_ref().and_then(|t| t.shape.clone());
-    let dt0 = t0.as_ref().map(|t| t.dtype);
-    let same = |shape: Option<Vec<Dim>>, dtype: Option<DType>| -> Option<Vec<Option<TensorType>>> {
-        Some(vec![Some(TensorType {
-            dtype: dtype?,
-            shape,
-        })])
-    };
-    let ints_of = |i: usize| vals.get(i).cloned().flatten().and_then(|t| t.as_i64_vec());
+    let (_, s0, dt0) = cx.first();
     match op {
         "Transpose" => {
             let x = s0?;
@@ -370,7 +360,7 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
         "Slice" => {
             let x = s0?;
             let (starts, ends, axes, steps) = if opset >= 10 {
-                (ints_of(1)?, ints_of(2)?, ints_of(3), ints_of(4))
+                (cx.ints(1)?, cx.ints(2)?, cx.ints(3), cx.ints(4))
             } else {
                 (
                     attrs::ints(at, "starts")?,
@@ -403,7 +393,7 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
         "Pad" => {
             let x = s0?;
             let pads = if opset >= 11 {
-                ints_of(1)?
+                cx.ints(1)?
             } else {
                 attrs::ints(at, "pads")?
             };

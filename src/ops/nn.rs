@@ -57,7 +57,6 @@ pub(super) const RULES: &[OpRule] = &[
 fn eval(op: &str, at: &[AttributeProto], inputs: &[Option<Tensor>], opset: i64) -> R<Vec<Tensor>> {
     let x = || input(inputs, 0, op);
     let y = || input(inputs, 1, op);
-    let one = |t: Tensor| Ok(vec![t]);
     match op {
         "Resize" | "Upsample" => resize(op, at, inputs, opset),
         "Softmax" | "LogSoftmax" => {
@@ -126,16 +125,7 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
         vals,
         opset,
     } = *cx;
-    let t0 = tys.first().cloned().flatten();
-    let s0 = t0.as_ref().and_then(|t| t.shape.clone());
-    let dt0 = t0.as_ref().map(|t| t.dtype);
-    let same = |shape: Option<Vec<Dim>>, dtype: Option<DType>| -> Option<Vec<Option<TensorType>>> {
-        Some(vec![Some(TensorType {
-            dtype: dtype?,
-            shape,
-        })])
-    };
-    let ints_of = |i: usize| vals.get(i).cloned().flatten().and_then(|t| t.as_i64_vec());
+    let (t0, s0, dt0) = cx.first();
     match op {
         "Softmax" | "LogSoftmax" | "InstanceNormalization" => same(s0, dt0),
         "LayerNormalization" | "BatchNormalization" => Some(vec![Some(TensorType {
@@ -170,7 +160,7 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
         "Resize" | "Upsample" => {
             let x = s0?;
             let xs = t0.as_ref()?.static_shape()?;
-            if let Some(sz) = ints_of(3).filter(|v| v.len() == x.len()) {
+            if let Some(sz) = cx.ints(3).filter(|v| v.len() == x.len()) {
                 return same(fixed(&sz), dt0);
             }
             let sc_idx = if op == "Upsample" || opset < 11 { 1 } else { 2 };

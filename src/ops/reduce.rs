@@ -27,7 +27,6 @@ pub(super) const RULES: &[OpRule] = &[
 fn eval(op: &str, at: &[AttributeProto], inputs: &[Option<Tensor>], opset: i64) -> R<Vec<Tensor>> {
     let x = || input(inputs, 0, op);
     let y = || input(inputs, 1, op);
-    let one = |t: Tensor| Ok(vec![t]);
     match op {
         "CumSum" => {
             let data = x()?;
@@ -83,15 +82,7 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
         vals,
         opset,
     } = *cx;
-    let t0 = tys.first().cloned().flatten();
-    let s0 = t0.as_ref().and_then(|t| t.shape.clone());
-    let dt0 = t0.as_ref().map(|t| t.dtype);
-    let same = |shape: Option<Vec<Dim>>, dtype: Option<DType>| -> Option<Vec<Option<TensorType>>> {
-        Some(vec![Some(TensorType {
-            dtype: dtype?,
-            shape,
-        })])
-    };
+    let (_, s0, dt0) = cx.first();
     match op {
         "CumSum" => same(s0, dt0),
         "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceMean" | "ReduceProd" | "ReduceL2"

@@ -22,7 +22,6 @@ pub(super) const RULES: &[OpRule] = &[
 fn eval(op: &str, at: &[AttributeProto], inputs: &[Option<Tensor>], opset: i64) -> R<Vec<Tensor>> {
     let x = || input(inputs, 0, op);
     let y = || input(inputs, 1, op);
-    let one = |t: Tensor| Ok(vec![t]);
     match op {
         "Constant" => {
             if let Some(t) = attrs::tensor(at, "value") {
@@ -217,20 +216,11 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
     let InferCx {
         op,
         at,
-        tys,
         vals,
         opset,
+        ..
     } = *cx;
-    let t0 = tys.first().cloned().flatten();
-    let s0 = t0.as_ref().and_then(|t| t.shape.clone());
-    let dt0 = t0.as_ref().map(|t| t.dtype);
-    let same = |shape: Option<Vec<Dim>>, dtype: Option<DType>| -> Option<Vec<Option<TensorType>>> {
-        Some(vec![Some(TensorType {
-            dtype: dtype?,
-            shape,
-        })])
-    };
-    let ints_of = |i: usize| vals.get(i).cloned().flatten().and_then(|t| t.as_i64_vec());
+    let (t0, s0, dt0) = cx.first();
     match op {
         "Flatten" => {
             let x = s0?;
@@ -244,7 +234,7 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
             same(Some(vec![o(prod(&x[..ax])), o(prod(&x[ax..]))]), dt0)
         }
         "Reshape" => {
-            let spec = ints_of(1)?;
+            let spec = cx.ints(1)?;
             let x = s0?;
             let allowzero = attrs::int_or(at, "allowzero", 0) != 0;
             if let Some(xs) = t0.as_ref().and_then(TensorType::static_shape) {
@@ -310,19 +300,19 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
         }
         "Size" => same(Some(vec![]), Some(DType::I64)),
         "ConstantOfShape" => {
-            let shape = ints_of(0)?;
+            let shape = cx.ints(0)?;
             let dt =
                 attrs::tensor(at, "value").map_or(DType::F32, |t| DType(t.data_type.unwrap_or(1)));
             same(fixed(&shape), Some(dt))
         }
         "Expand" => {
             let x = s0?;
-            let spec: Vec<Dim> = ints_of(1)?.iter().map(|&d| Dim::Fixed(d)).collect();
+            let spec: Vec<Dim> = cx.ints(1)?.iter().map(|&d| Dim::Fixed(d)).collect();
             same(Some(broadcast(&[&x, &spec])), dt0)
         }
         "Tile" => {
             let x = s0?;
-            let reps = ints_of(1)?;
+            let reps = cx.ints(1)?;
             if reps.len() != x.len() {
                 return None;
             }
