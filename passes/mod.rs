@@ -1,53 +1,65 @@
-//! The passes, one file each. `registry()` lists them in default pipeline order.
+//! The passes, one file per pass, grouped by purpose in folders:
+//! - `fold/`: compile-time computation: `infer-shapes`, `fold-constants`, `fold-batchnorm`,
+//!   `fold-scale`;
+//! - `fuse/`: several operators become one: `fuse-layernorm`, `fuse-matmul`;
+//! - `cleanup/`: operators removed or simplified: `eliminate-noops`, `identity-chains`,
+//!   `dead-code`, `cse`, `canonicalize-gather`;
+//! - `detr/`: the DETR-specific passes: `fold-mask`, `prune-aux-heads`;
+//! - `precision/`: the element types computed in: `float64-to-float32`, `to-fp16`, `quantize`;
+//! - `batch/`: `generalize-batch`, one pass in several files (its module doc says why);
+//! - `tensorrt/`: rewrites for TensorRT releases that miscompile an operator:
+//!   `gridsample-gather`.
+//!
+//! `registry()` lists the default pipeline in order, which mixes the groups: a group says
+//! what a pass is for, not when it runs.
 
-pub mod canonicalize_gather;
-pub mod cse;
-pub mod dead_code;
-pub mod eliminate_noops;
-pub mod float64_to_float32;
-pub mod fold_batchnorm;
-pub mod fold_constants;
-pub mod fold_mask;
-pub mod fold_scale;
-pub mod fuse_layernorm;
-pub mod fuse_matmul;
-pub mod generalize_batch;
-pub mod gridsample_gather;
-pub mod identity_chains;
-pub mod infer_shapes;
-pub mod prune_aux_heads;
-pub mod quantize;
-pub mod to_fp16;
+pub mod batch;
+pub mod cleanup;
+pub mod detr;
+pub mod fold;
+pub mod fuse;
+pub mod precision;
+pub mod tensorrt;
+
+// Each pass keeps the path it had as one file in `passes/` (`passes::cse`, ...): the driver,
+// the build and quantize modules, the tests and the Python package name them that way.
+pub use batch as generalize_batch;
+pub use cleanup::{canonicalize_gather, cse, dead_code, eliminate_noops, identity_chains};
+pub use detr::{fold_mask, prune_aux_heads};
+pub use fold::{fold_batchnorm, fold_constants, fold_scale, infer_shapes};
+pub use fuse::{fuse_layernorm, fuse_matmul};
+pub use precision::{float64_to_float32, quantize, to_fp16};
+pub use tensorrt::gridsample_gather;
 
 use crate::pass::Pass;
 
 /// The default pipeline, in order. It runs to a fixed point, so later passes feed earlier ones.
 pub fn registry() -> Vec<Box<dyn Pass>> {
     vec![
-        Box::new(infer_shapes::InferShapes),
-        Box::new(fold_mask::FoldMask),
-        Box::new(fold_constants::FoldConstants),
-        Box::new(fuse_layernorm::FuseLayerNorm),
-        Box::new(prune_aux_heads::PruneAuxHeads),
-        Box::new(canonicalize_gather::CanonicalizeGather),
-        Box::new(identity_chains::IdentityChains),
-        Box::new(eliminate_noops::EliminateNoops),
-        Box::new(fold_batchnorm::FoldBatchNorm),
-        Box::new(fold_scale::FoldScale),
-        Box::new(fuse_matmul::FuseMatMul),
-        Box::new(cse::Cse),
-        Box::new(dead_code::DeadCode),
+        Box::new(fold::infer_shapes::InferShapes),
+        Box::new(detr::fold_mask::FoldMask),
+        Box::new(fold::fold_constants::FoldConstants),
+        Box::new(fuse::fuse_layernorm::FuseLayerNorm),
+        Box::new(detr::prune_aux_heads::PruneAuxHeads),
+        Box::new(cleanup::canonicalize_gather::CanonicalizeGather),
+        Box::new(cleanup::identity_chains::IdentityChains),
+        Box::new(cleanup::eliminate_noops::EliminateNoops),
+        Box::new(fold::fold_batchnorm::FoldBatchNorm),
+        Box::new(fold::fold_scale::FoldScale),
+        Box::new(fuse::fuse_matmul::FuseMatMul),
+        Box::new(cleanup::cse::Cse),
+        Box::new(cleanup::dead_code::DeadCode),
         // Last: the float-to-float Casts it leaves go in eliminate-noops' next round.
-        Box::new(float64_to_float32::Float64ToFloat32),
+        Box::new(precision::float64_to_float32::Float64ToFloat32),
     ]
 }
 
 /// Every pass, including those not in the default pipeline.
 pub fn all() -> Vec<Box<dyn Pass>> {
     let mut v = registry();
-    v.push(Box::new(to_fp16::ToFp16::default()));
-    v.push(Box::new(generalize_batch::GeneralizeBatch));
-    v.push(Box::new(gridsample_gather::GridSampleGather));
+    v.push(Box::new(precision::to_fp16::ToFp16::default()));
+    v.push(Box::new(batch::GeneralizeBatch));
+    v.push(Box::new(tensorrt::gridsample_gather::GridSampleGather));
     v
 }
 

@@ -12,10 +12,10 @@ use std::collections::HashSet;
 
 use petgraph::Direction;
 
-use super::eliminate_noops::noop_source;
-use super::fold_constants::fold_where;
 use crate::ir::{DType, Graph, NodeId, NodeKind, Port};
 use crate::pass::{Context, Outcome, Pass};
+use crate::passes::cleanup::eliminate_noops::noop_source;
+use crate::passes::fold::fold_constants::fold_where;
 
 pub struct FoldMask;
 
@@ -102,7 +102,7 @@ impl Pass for FoldMask {
         });
         // Shapes of the attention scores come from ordinary shape arithmetic; fold that too
         // (within the normal budget) so the zero additions below can be proven no-ops.
-        let rest = super::fold_constants::fold(g, cx.fold_budget_bytes, &|_| true);
+        let rest = crate::passes::fold::fold_constants::fold(g, cx.fold_budget_bytes, &|_| true);
         // The folded mask adds zeros to attention scores: drop those Adds.
         let mut zero_adds = 0;
         for n in g.topo_ops() {
