@@ -7,9 +7,10 @@ use std::collections::HashSet;
 
 use crate::ir::{Graph, NodeKind, Port};
 use crate::ops::Axes;
+use crate::pass::pattern::axes_of;
 use crate::tensor::attrs::{self, axis};
 
-use super::axis::{axes, ints_input, positional, reshape_follow, shape, Analysis, BatchAxis};
+use super::axis::{axes, positional, reshape_follow, shape, Analysis, BatchAxis};
 
 impl Analysis {
     /// Follows a required batch axis back to the node that must produce it.
@@ -130,11 +131,7 @@ impl Analysis {
                 let a = ins[0]
                     .and_then(|q| shape(g, q))
                     .ok_or_else(|| format!("{here}: no static shape"))?;
-                let axes = if g.opset() >= 13 {
-                    ints_input(g, n, 1)
-                } else {
-                    attrs::ints(&op.attrs, "axes")
-                };
+                let axes = axes_of(g, n).flatten();
                 if t == "Unsqueeze" {
                     let add: Vec<usize> = axes
                         .unwrap_or_default()
@@ -183,12 +180,7 @@ impl Analysis {
                 let a = ins[0]
                     .and_then(|q| shape(g, q))
                     .ok_or_else(|| format!("{here}: no static shape"))?;
-                let from_input = g.opset() >= 18 || (t == "ReduceSum" && g.opset() >= 13);
-                let axes = if from_input {
-                    ints_input(g, n, 1)
-                } else {
-                    attrs::ints(&op.attrs, "axes")
-                };
+                let axes = axes_of(g, n).flatten();
                 let axes: Vec<usize> = match axes {
                     Some(v) if !v.is_empty() => {
                         v.iter().filter_map(|&v| axis(v, a.len())).collect()

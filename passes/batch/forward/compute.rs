@@ -3,10 +3,11 @@
 //! batch (a reduction over it, a contraction of it, a gather along it), which is an error
 //! naming the node; an operator without any rule ends here too.
 
+use crate::pass::pattern::axes_of;
 use crate::tensor::attrs::{self, axis};
 use crate::tensor::Tensor;
 
-use super::super::axis::{ints_input, name_of, shape, Analysis, BatchAxis, Fix};
+use super::super::axis::{name_of, shape, Analysis, BatchAxis, Fix};
 use super::super::per_image::one_image_indices;
 use super::Site;
 
@@ -89,12 +90,7 @@ impl Analysis {
                     let def = if t == "TopK" { -1 } else { 0 };
                     vec![axis(attrs::int_or(at, "axis", def), r).ok_or_else(|| format!("{}: axis out of range or rank unknown (generalize-batch runs after infer-shapes and fold-constants)", name_of(g, n)))?]
                 } else {
-                    let from_input = g.opset() >= 18 || (t == "ReduceSum" && g.opset() >= 13);
-                    let a = if from_input {
-                        ints_input(g, n, 1)
-                    } else {
-                        attrs::ints(at, "axes")
-                    };
+                    let a = axes_of(g, n).flatten();
                     match a {
                         Some(a) if !a.is_empty() => a.iter().filter_map(|&v| axis(v, r)).collect(),
                         _ => (0..r).collect(),

@@ -4,6 +4,7 @@
 //! traced batch in are recorded as `Fix`es.
 
 use crate::ops;
+use crate::pass::pattern::axes_of;
 use crate::tensor::attrs::{self, axis};
 
 use super::super::axis::{
@@ -138,11 +139,7 @@ impl Analysis {
                 let a = shape(g, ins[0].expect("x"))
                     .ok_or_else(|| format!("{name}: no static input shape"))?;
                 let out = out0.ok_or_else(|| format!("{name}: no static output shape"))?;
-                let axes = if g.opset() >= 13 {
-                    ints_input(g, n, 1)
-                } else {
-                    attrs::ints(at, "axes")
-                };
+                let axes = axes_of(g, n).flatten();
                 if t == "Squeeze" {
                     let drop: Vec<usize> = match axes {
                         Some(v) => v.iter().filter_map(|&v| axis(v, a.len())).collect(),
