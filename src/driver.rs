@@ -131,7 +131,7 @@ pub fn compile_graph_with(
                     step: 1,
                     iteration: 1,
                     pass: "generalize-batch".into(),
-                    status: "not-applicable".into(),
+                    status: crate::pass::Status::NotApplicable,
                     details: vec![format!(
                         "compiled with the batch left symbolic instead of at the traced batch \
                          and generalised: {e}"
@@ -319,7 +319,7 @@ fn compile_at_batch(
             step: reports.len() + 1,
             iteration: 1,
             pass: pass.into(),
-            status: "changed".into(),
+            status: crate::pass::Status::Changed,
             details: lines,
             ops_before,
             ops_after: g.num_ops(),

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 pub use engine::{BuiltEngine, EngineError, EngineOptions, IoDesc, ShapeProfile};
 pub use sidecar::Sidecar;
 
-use crate::pass::{Event, Pipeline};
+use crate::pass::{Event, Pipeline, Status};
 use crate::passes::to_fp16::{self, ToFp16};
 
 /// GPU architectures `detrc build` targets when not told (comma separated).
@@ -171,7 +171,7 @@ pub fn load_compiled(
         for r in c
             .reports
             .iter()
-            .filter(|r| r.status == "changed" || r.status == "rolled-back")
+            .filter(|r| matches!(r.status, Status::Changed | Status::RolledBack))
         {
             steps.push(format!("{}: {} {}", r.pass, r.status, r.details.join("; ")));
         }

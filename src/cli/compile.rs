@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use detrc::emit::ExternalData;
-use detrc::pass::{Event, Pipeline};
+use detrc::pass::{Event, Pipeline, Status};
 use detrc::reference::compare::Tolerance;
 
 use super::{Exit, EXIT_USAGE, EXIT_VERIFY};
@@ -174,8 +174,8 @@ pub fn run(a: Args) -> Result<(), Exit> {
             }
             // Later rounds only repeat that a DETR pass has nothing left to do.
             Event::Done(r)
-                if r.status != "unchanged"
-                    && !(r.status == "not-applicable" && r.iteration > 1) =>
+                if r.status != Status::Unchanged
+                    && !(r.status == Status::NotApplicable && r.iteration > 1) =>
             {
                 if tty {
                     eprint!("\r\x1b[2K");
