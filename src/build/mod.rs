@@ -13,11 +13,10 @@ pub mod sidecar;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
-
 pub use engine::{BuiltEngine, EngineError, EngineOptions, IoDesc, ShapeProfile};
 pub use sidecar::Sidecar;
 
+pub use crate::digest::sha256_hex;
 use crate::pass::{Event, Pipeline, Status};
 use crate::passes::to_fp16::{self, ToFp16};
 
@@ -141,11 +140,6 @@ pub struct Prepared {
     /// How an int8 model was calibrated (from its metadata).
     pub quantization: Option<sidecar::Quantization>,
     pub seconds: f64,
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Loads `model`, compiles it with the default pipeline unless detrc compiled it already, and
