@@ -38,7 +38,6 @@ pub mod phases;
 pub mod quant;
 pub mod reference;
 pub mod run;
-pub mod shapes;
 pub mod tensor;
 pub mod tensorrt_lib;
 
