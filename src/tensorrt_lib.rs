@@ -29,17 +29,17 @@ pub const ONNXPARSER_LIB: &str = "libtensorrt_onnxparser_rtx.so.1.7.1";
 #[cfg(not(feature = "enterprise"))]
 pub const FLAVOR: &str = "TensorRT-RTX";
 #[cfg(not(feature = "enterprise"))]
-const INSTALL_HINT: &str = "Run scripts/install_tensorrt_rtx.sh [DIR] and pass that folder \
-     with --tensorrt-dir (default: .trt in the repo) or set DETRC_TENSORRT_DIR=DIR; needed: \
-     libtensorrt_rtx.so.1.7.1, libtensorrt_onnxparser_rtx.so.1.7.1";
+pub(crate) const INSTALL_HINT: &str = "Run scripts/install_tensorrt_rtx.sh [DIR] and pass \
+     that folder with --tensorrt-dir (default: .trt in the repo) or set DETRC_TENSORRT_DIR=DIR; \
+     needed: libtensorrt_rtx.so.1.7.1, libtensorrt_onnxparser_rtx.so.1.7.1";
 
 #[cfg(feature = "enterprise")]
 pub const FLAVOR: &str = "TensorRT";
 #[cfg(feature = "enterprise")]
-const INSTALL_HINT: &str = "Install TensorRT 11 from NVIDIA (this build uses the `enterprise` \
-     feature; scripts/install_tensorrt_rtx.sh installs TensorRT-RTX, which it does not use) and \
-     pass its lib folder with --tensorrt-dir or set DETRC_TENSORRT_DIR=DIR; needed: \
-     libnvinfer.so.11, libnvonnxparser.so.11";
+pub(crate) const INSTALL_HINT: &str = "Install TensorRT 11 from NVIDIA (this build uses the \
+     `enterprise` feature; scripts/install_tensorrt_rtx.sh installs TensorRT-RTX, which it does \
+     not use) and pass its lib folder with --tensorrt-dir or set DETRC_TENSORRT_DIR=DIR; \
+     needed: libnvinfer.so.11, libnvonnxparser.so.11";
 
 // Datacenter TensorRT 11.4 (trtx feature `enterprise`; compile-checked only).
 #[cfg(feature = "enterprise")]

@@ -36,7 +36,7 @@ pub use crate::tensorrt_lib::test_libraries;
 pub use crate::tensorrt_lib::{
     compiled_tensorrt_version, ENV_TENSORRT_DIR, FLAVOR, ONNXPARSER_LIB, TENSORRT_LIB,
 };
-use crate::tensorrt_lib::{lock, LibError};
+use crate::tensorrt_lib::{lock, LibError, INSTALL_HINT};
 
 /// Names accepted in [`EngineOptions::targets`] (besides the `sm_86` / `8.6` / `86` spellings).
 #[cfg(not(feature = "enterprise"))]
@@ -101,7 +101,7 @@ pub struct BuiltEngine {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{}", LibError::NotFound { detail: detail.clone() })]
+    #[error("{FLAVOR} libraries not found ({detail}). {INSTALL_HINT}")]
     LibraryNotFound { detail: String },
 
     #[error(
