@@ -11,7 +11,9 @@
 //! - [`build`]: TensorRT-RTX engine building (fp32/fp16) and the engine's JSON sidecar;
 //! - [`reference`]: the CPU reference runtime used by `--verify`, tests and `detrc run`;
 //! - [`run`]: `detrc run` / `detrc bench`: pre-processing, CPU and TensorRT backends,
-//!   post-processing, annotated images.
+//!   post-processing, annotated images;
+//! - [`tensorrt_lib`]: finding and loading the TensorRT-RTX libraries, for `build` and `run`;
+//! - [`digest`]: the SHA-256 spelling the engine sidecar and `detrc run` share.
 
 // The CLI's code says `detrc::…` like any user of the library; this lets it live in here.
 extern crate self as detrc;
@@ -22,6 +24,7 @@ pub mod build;
 /// package's `detrc` command (python/) runs this very code in-process.
 #[doc(hidden)]
 pub mod cli;
+pub mod digest;
 pub mod driver;
 pub mod emit;
 pub mod error;
@@ -35,7 +38,7 @@ pub mod phases;
 pub mod quant;
 pub mod reference;
 pub mod run;
-pub mod shapes;
 pub mod tensor;
+pub mod tensorrt_lib;
 
 pub use error::{Error, Result};

@@ -10,9 +10,9 @@ use std::process::{Command, Output};
 
 use common::*;
 use detrc::driver::{compile_with, verify_batches, verify_batches_with, Original};
+use detrc::driver::{Batch, ShapeOptions};
 use detrc::pass::Pipeline;
 use detrc::reference::compare::Tolerance;
-use detrc::shapes::{Batch, ShapeOptions};
 
 fn detrc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_detrc"))
@@ -370,7 +370,7 @@ fn same_per_image(before: &M, after: &detrc::ir::Graph, k: usize) {
     let p = dir.path().join("before.onnx");
     std::fs::write(&p, encode(&before.model())).unwrap();
     let g0 = before.graph();
-    let shapes = detrc::shapes::static_input_shapes(&g0).unwrap();
+    let shapes = detrc::driver::static_input_shapes(&g0).unwrap();
     let change = detrc::driver::BatchChange {
         traced: shapes[0].1[0] as i64,
         result: None,
@@ -807,7 +807,7 @@ fn unit_shape_conflicts_tell_a_wrong_batch() {
     ] {
         let mut g = m.graph();
         detrc::analysis::typing::type_all(&mut g);
-        let c = detrc::shapes::shape_conflict(&g);
+        let c = detrc::analysis::batch::shape_conflict(&g);
         assert!(c.as_deref().is_some_and(|c| c.contains(want)), "{c:?}");
     }
     // At the right batch nothing conflicts.
@@ -818,5 +818,5 @@ fn unit_shape_conflicts_tell_a_wrong_batch() {
         .output("y")
         .graph();
     detrc::analysis::typing::type_all(&mut g);
-    assert_eq!(detrc::shapes::shape_conflict(&g), None);
+    assert_eq!(detrc::analysis::batch::shape_conflict(&g), None);
 }

@@ -17,8 +17,9 @@
 //! (both operands are activations, with ranges that move with the input), GridSample and the
 //! box head's Sigmoid. The report says what was kept and why.
 //!
-//! Activation ranges come from calibration (`detrc quantize`, src/quant/); the pass itself is
-//! a pure function of the graph and those ranges, so the same images give the same model.
+//! Activation ranges come from calibration (the `quant` module, a layer above the passes); the
+//! pass itself is a pure function of the graph and those ranges, so the same images give the
+//! same model.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

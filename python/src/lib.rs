@@ -10,9 +10,9 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use detrc::build::{BuildError, BuildOptions, EngineError, EngineOptions, Precision, ShapeProfile};
+use detrc::driver::{Output, Session, SessionError, ShapeOptions, Source, VerifyOptions};
 use detrc::emit::ExternalData;
 use detrc::pass::Pipeline;
 use detrc::reference::compare::Tolerance;
@@ -121,40 +121,6 @@ fn guarded<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, Failure> + Sen
     r.map_err(|f| f.into_pyerr(py))
 }
 
-/// A model given as a file or as encoded ONNX in memory.
-enum Source<'a> {
-    Path(&'a Path),
-    Bytes {
-        data: &'a [u8],
-        label: &'a str,
-        base_dir: &'a Path,
-    },
-}
-
-impl Source<'_> {
-    fn load(&self) -> Result<(detrc::ir::Graph, bool), Failure> {
-        Ok(match self {
-            Source::Path(p) => detrc::driver::load_graph(p)?,
-            Source::Bytes {
-                data,
-                label,
-                base_dir,
-            } => detrc::driver::load_graph_bytes(
-                bytes::Bytes::copy_from_slice(data),
-                label,
-                base_dir,
-            )?,
-        })
-    }
-
-    fn label(&self) -> String {
-        match self {
-            Source::Path(p) => p.display().to_string(),
-            Source::Bytes { label, .. } => label.to_string(),
-        }
-    }
-}
-
 fn source<'a>(
     path: &'a Option<PathBuf>,
     data: Option<&'a [u8]>,
@@ -235,7 +201,7 @@ fn compile_impl(
             ))
         }
     };
-    let mut shapes = detrc::shapes::ShapeOptions::default();
+    let mut shapes = ShapeOptions::default();
     if o.batch.as_deref() == Some("plain") {
         shapes.plain = true;
     } else if let Some(b) = &o.batch {
@@ -244,7 +210,7 @@ fn compile_impl(
             .map_err(|e: String| Failure::new("usage", format!("batch={b:?}: {e}")))?;
     }
     for spec in &o.input_shapes {
-        let parsed = detrc::shapes::parse_input_shape(spec)
+        let parsed = detrc::driver::parse_input_shape(spec)
             .map_err(|e| Failure::new("usage", format!("input_shapes: {e}")))?;
         shapes.input_shapes.push(parsed);
     }
@@ -261,76 +227,37 @@ fn compile_impl(
     pipeline.context.strict = o.strict;
     pipeline.context.fold_budget_bytes = o.fold_budget;
 
-    let (compiled, seconds, verification, encoded) = loop {
-        let t0 = Instant::now();
-        let (g, had_external_data) = src.load()?;
-        let mut compiled = detrc::driver::compile_graph_with(
-            g,
-            had_external_data,
-            &pipeline,
-            &shapes,
-            &mut |_| {},
-        )?;
-        detrc::driver::mark_compiled(&mut compiled.model);
-        let seconds = t0.elapsed().as_secs_f64();
-
-        let encoded = if o.verify || o.return_bytes {
-            let mut v = Vec::new();
-            detrc::emit::write_model(&compiled.model, &mut v).map_err(|cause| {
-                detrc::Error::Write {
-                    path: "<memory>".into(),
-                    cause,
-                }
-            })?;
-            Some(v)
-        } else {
-            None
-        };
-        let mut verification = None;
-        if let Some(candidate) = encoded.as_deref().filter(|_| o.verify) {
-            let seeds: Vec<u64> = (0..o.verify_runs.max(1)).map(|i| o.seed + i).collect();
-            let tol = Tolerance {
+    let session = Session {
+        pipeline,
+        shapes,
+        verify: o.verify.then(|| VerifyOptions {
+            seeds: (0..o.verify_runs.max(1)).map(|i| o.seed + i).collect(),
+            tol: Tolerance {
                 atol: o.atol,
                 rtol: o.rtol,
-            };
-            let vb = &o.verify_batches;
-            let v = match (src, &compiled.batch) {
-                (Source::Path(p), None) => detrc::driver::verify(p, candidate, &seeds, tol)?,
-                (Source::Bytes { data, .. }, None) => {
-                    detrc::driver::verify_bytes(data, candidate, &seeds, tol)?
-                }
-                (Source::Path(p), Some(c)) => {
-                    detrc::driver::verify_batches(p, candidate, c, vb, &seeds, tol)?
-                }
-                (Source::Bytes { data, .. }, Some(c)) => {
-                    let (runtime, _) = detrc::reference::RuntimeChoice::default().resolve()?;
-                    detrc::driver::verify_batches_with(
-                        detrc::driver::Original::Bytes(data),
-                        candidate,
-                        c,
-                        vb,
-                        &seeds,
-                        tol,
-                        &runtime,
-                    )?
-                }
-            };
-            if !v.ok() {
-                if o.batch.is_none() && !shapes.plain && compiled.batch.is_some() {
-                    // The generalised result is wrong: compile the model as declared instead.
-                    shapes.plain = true;
-                    continue;
-                }
-                return Err(Failure::Categorized {
-                    category: "verification",
-                    message: v.failure_message(tol),
-                    data: serde_json::to_string(&v).ok(),
-                });
-            }
-            verification = Some(v);
-        }
-        break (compiled, seconds, verification, encoded);
+            },
+            batches: o.verify_batches.clone(),
+            // The default choice (onnxruntime when installed, else tract).
+            runtime: None,
+        }),
     };
+    let output = Output::Memory {
+        bytes: o.return_bytes,
+    };
+    let outcome = session.run(src, output, &mut |_| {}).map_err(|e| match e {
+        SessionError::Mismatch { verification, tol } => Failure::Categorized {
+            category: "verification",
+            message: verification.failure_message(tol),
+            data: serde_json::to_string(&verification).ok(),
+        },
+        SessionError::Compile(e)
+        | SessionError::Original(e)
+        | SessionError::Verify(e)
+        | SessionError::Write(e)
+        | SessionError::ReadBack(e) => Failure::from(e),
+    })?;
+    let (compiled, seconds, verification) =
+        (outcome.compiled, outcome.seconds, outcome.verification);
     if let Some(out) = &o.output {
         detrc::emit::save(&compiled.model, out, mode)?;
     }
@@ -347,7 +274,7 @@ fn compile_impl(
         "batch": compiled.batch,
         "seconds": seconds,
     });
-    Ok((encoded.filter(|_| o.return_bytes), report.to_string()))
+    Ok((outcome.bytes, report.to_string()))
 }
 
 /// `detrc inspect --json` of a model (path or bytes) or of an engine's sidecar (path).
@@ -379,7 +306,7 @@ fn inspect(
             Err(_) if matches!(src, Source::Path(p) if detrc::build::sidecar_path(p).is_file()) => {
                 inspect_engine(path.as_deref().unwrap_or(Path::new("")))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     })
 }

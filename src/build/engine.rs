@@ -5,15 +5,9 @@
 //!   * `libtensorrt_rtx.so.1.7.1`            (builder)
 //!   * `libtensorrt_onnxparser_rtx.so.1.7.1` (ONNX parser)
 //!
-//! Where they are looked for, first match wins:
-//!   1. the `lib_dir` argument, when `Some` (only that folder is tried);
-//!   2. `$DETRC_TENSORRT_DIR`, when set and non-empty (only that folder is tried);
-//!   3. `<crate dir at compile time>/.trt`, when it holds both files (where
-//!      `scripts/install_tensorrt_rtx.sh` puts them by default);
-//!   4. the dynamic loader's normal search by file name (`LD_LIBRARY_PATH`, ld.so cache).
-//!
-//! The libraries are loaded once per process and never unloaded (trtx keeps them in a global);
-//! asking for a different folder afterwards yields [`EngineError::LibraryConflict`].
+//! They are found and loaded by [`crate::tensorrt_lib`] (the same loader `detrc run` uses):
+//! once per process and never unloaded; asking for a different folder afterwards yields
+//! [`EngineError::LibraryConflict`].
 //!
 //! No GPU, CUDA driver or CUDA runtime is needed: TensorRT-RTX compiles for the requested
 //! compute capabilities (`sm80`, `sm86`, `sm89`, `sm120`, `sm121`, and `sm75` for networks without
@@ -29,47 +23,26 @@
 //! build after a failure to clear it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use trtx::{
     Builder, DataType, LogHandler, Logger, MemoryPoolType, OnnxParser, OptProfileSelector, Severity,
 };
 
-/// Environment variable naming the folder holding the TensorRT-RTX libraries.
-pub const ENV_TENSORRT_DIR: &str = "DETRC_TENSORRT_DIR";
-/// File name of the TensorRT-RTX builder/runtime library trtx was compiled against.
+#[doc(hidden)]
 #[cfg(not(feature = "enterprise"))]
-pub const TENSORRT_LIB: &str = "libtensorrt_rtx.so.1.7.1";
-/// File name of the TensorRT-RTX ONNX parser library.
-#[cfg(not(feature = "enterprise"))]
-pub const ONNXPARSER_LIB: &str = "libtensorrt_onnxparser_rtx.so.1.7.1";
+pub use crate::tensorrt_lib::test_libraries;
+pub use crate::tensorrt_lib::{
+    compiled_tensorrt_version, ENV_TENSORRT_DIR, FLAVOR, ONNXPARSER_LIB, TENSORRT_LIB,
+};
+use crate::tensorrt_lib::{lock, LibError, INSTALL_HINT};
+
 /// Names accepted in [`EngineOptions::targets`] (besides the `sm_86` / `8.6` / `86` spellings).
 #[cfg(not(feature = "enterprise"))]
 pub const VALID_TARGETS: &[&str] = &["sm75", "sm80", "sm86", "sm89", "sm120", "sm121", "current"];
-
-/// Product name, for messages and the sidecar.
-#[cfg(not(feature = "enterprise"))]
-pub const FLAVOR: &str = "TensorRT-RTX";
-#[cfg(not(feature = "enterprise"))]
-const INSTALL_HINT: &str = "Run scripts/install_tensorrt_rtx.sh [DIR] and pass that folder \
-     with --tensorrt-dir (default: .trt in the repo) or set DETRC_TENSORRT_DIR=DIR; needed: \
-     libtensorrt_rtx.so.1.7.1, libtensorrt_onnxparser_rtx.so.1.7.1";
-
-#[cfg(feature = "enterprise")]
-pub const FLAVOR: &str = "TensorRT";
-#[cfg(feature = "enterprise")]
-const INSTALL_HINT: &str = "Install TensorRT 11 from NVIDIA (this build uses the `enterprise` \
-     feature; scripts/install_tensorrt_rtx.sh installs TensorRT-RTX, which it does not use) and \
-     pass its lib folder with --tensorrt-dir or set DETRC_TENSORRT_DIR=DIR; needed: \
-     libnvinfer.so.11, libnvonnxparser.so.11";
-
 // Datacenter TensorRT 11.4 (trtx feature `enterprise`; compile-checked only): no compute
 // capability API, engines are built by and for the GPU present.
-#[cfg(feature = "enterprise")]
-pub const TENSORRT_LIB: &str = "libnvinfer.so.11";
-#[cfg(feature = "enterprise")]
-pub const ONNXPARSER_LIB: &str = "libnvonnxparser.so.11";
 #[cfg(feature = "enterprise")]
 pub const VALID_TARGETS: &[&str] = &["current"];
 
@@ -152,181 +125,21 @@ pub enum EngineError {
     Trt(String),
 }
 
-// ---------------------------------------------------------------------------------------------
-// Library location and loading
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum LibSource {
-    Dir(PathBuf),
-    System,
-}
-
-impl LibSource {
-    fn describe(&self) -> String {
-        match self {
-            LibSource::Dir(d) => d.display().to_string(),
-            LibSource::System => "the system library search path".to_string(),
+impl From<LibError> for EngineError {
+    fn from(e: LibError) -> EngineError {
+        match e {
+            LibError::NotFound { detail } => EngineError::LibraryNotFound { detail },
+            LibError::Conflict { loaded, requested } => {
+                EngineError::LibraryConflict { loaded, requested }
+            }
+            LibError::Symbol(m) => EngineError::Trt(m),
         }
     }
-}
-
-struct Loaded {
-    source: LibSource,
-    /// None while the parser library failed to load.
-    version: Option<String>,
-}
-
-static LOADED: Mutex<Option<Loaded>> = Mutex::new(None);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn check_dir(dir: &Path, origin: &str) -> Result<LibSource, EngineError> {
-    let missing: Vec<&str> = [TENSORRT_LIB, ONNXPARSER_LIB]
-        .into_iter()
-        .filter(|f| !dir.join(f).is_file())
-        .collect();
-    if !missing.is_empty() {
-        return Err(EngineError::LibraryNotFound {
-            detail: format!(
-                "{} missing in {} ({origin})",
-                missing.join(" and "),
-                dir.display()
-            ),
-        });
-    }
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    Ok(LibSource::Dir(dir))
-}
-
-fn resolve(lib_dir: Option<&Path>) -> Result<LibSource, EngineError> {
-    if let Some(dir) = lib_dir {
-        return check_dir(dir, "given folder");
-    }
-    if let Some(dir) = std::env::var_os(ENV_TENSORRT_DIR).filter(|v| !v.is_empty()) {
-        return check_dir(Path::new(&dir), ENV_TENSORRT_DIR);
-    }
-    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join(".trt");
-    if let Ok(src) = check_dir(&dev, "repo .trt") {
-        return Ok(src);
-    }
-    Ok(LibSource::System)
-}
-
-/// Test support shared by the unit and integration suites: the folder holding the
-/// TensorRT-RTX libraries ($DETRC_TENSORRT_DIR, else the repo's .trt), or `None` after a SKIP
-/// line when they are not there. With `DETRC_REQUIRE_TENSORRT` set (as `scripts/test.sh` does),
-/// missing libraries panic instead, so CI cannot pass by skipping the engine tests.
-#[doc(hidden)]
-#[cfg(not(feature = "enterprise"))]
-pub fn test_libraries() -> Option<PathBuf> {
-    let dir = std::env::var_os(ENV_TENSORRT_DIR)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".trt"));
-    let missing = match check_dir(&dir, "$DETRC_TENSORRT_DIR, else the repo's .trt") {
-        Ok(_) => return Some(dir),
-        Err(e) => e,
-    };
-    if std::env::var_os("DETRC_REQUIRE_TENSORRT").is_some_and(|v| !v.is_empty()) {
-        panic!("DETRC_REQUIRE_TENSORRT is set, but: {missing}");
-    }
-    eprintln!("SKIP: {missing}");
-    None
-}
-
-fn lib_path(source: &LibSource, file: &str) -> PathBuf {
-    match source {
-        LibSource::Dir(d) => d.join(file),
-        LibSource::System => PathBuf::from(file),
-    }
-}
-
-/// Reads `getInferLibVersion` and `getInferLibBuildVersion` from the builder library.
-/// dlopen of an already-loaded library just bumps its reference count.
-fn read_version(path: &Path) -> Result<String, EngineError> {
-    unsafe {
-        let lib = libloading::Library::new(path).map_err(|e| EngineError::LibraryNotFound {
-            detail: format!("cannot load {}: {}", path.display(), chain(&e)),
-        })?;
-        let ver: libloading::Symbol<unsafe extern "C" fn() -> i32> = lib
-            .get(b"getInferLibVersion\0")
-            .map_err(|e| EngineError::Trt(format!("getInferLibVersion: {e}")))?;
-        let v = ver();
-        let build = lib
-            .get::<unsafe extern "C" fn() -> i32>(b"getInferLibBuildVersion\0")
-            .map(|f| f())
-            .ok();
-        let mut s = format!("{}.{}.{}", v / 10000, (v / 100) % 100, v % 100);
-        if let Some(b) = build {
-            s.push_str(&format!(".{b}"));
-        }
-        Ok(s)
-    }
-}
-
-/// Loads both libraries (once per process) and returns the library version.
-fn ensure_loaded(lib_dir: Option<&Path>) -> Result<String, EngineError> {
-    let source = resolve(lib_dir)?;
-    let mut loaded = lock(&LOADED);
-    if let Some(l) = loaded.as_ref() {
-        // An explicit folder or $DETRC_TENSORRT_DIR must match what is loaded; a fallback
-        // (system search) is satisfied by whatever is loaded.
-        if l.source != source && source != LibSource::System {
-            return Err(EngineError::LibraryConflict {
-                loaded: l.source.describe(),
-                requested: source.describe(),
-            });
-        }
-        if let Some(v) = &l.version {
-            return Ok(v.clone());
-        }
-    }
-    // From here on: nothing loaded yet, or the builder library is loaded from `source` (or the
-    // system path) but the parser failed to load last time.
-    let source = loaded.as_ref().map_or(source, |l| l.source.clone());
-    let trt = lib_path(&source, TENSORRT_LIB);
-    let parser = lib_path(&source, ONNXPARSER_LIB);
-    let not_found = |what: &Path, e: trtx::Error| EngineError::LibraryNotFound {
-        detail: format!(
-            "cannot load {} from {}: {}",
-            what.display(),
-            source.describe(),
-            chain(&e)
-        ),
-    };
-    // trtx keeps the first successfully loaded library forever; later calls are no-ops.
-    trtx::dynamically_load_tensorrt(Some(&trt)).map_err(|e| not_found(&trt, e))?;
-    *loaded = Some(Loaded {
-        source: source.clone(),
-        version: None,
-    });
-    trtx::dynamically_load_tensorrt_onnxparser(Some(&parser)).map_err(|e| not_found(&parser, e))?;
-    let version = read_version(&trt)?;
-    *loaded = Some(Loaded {
-        source,
-        version: Some(version.clone()),
-    });
-    Ok(version)
 }
 
 /// Version of the TensorRT-RTX library ("1.7.1.1"), loading the libraries if needed.
 pub fn tensorrt_version(lib_dir: Option<&Path>) -> Result<String, EngineError> {
-    ensure_loaded(lib_dir)
-}
-
-/// The TensorRT-RTX version trtx was compiled against (from its headers), e.g. "1.7.1".
-pub fn compiled_tensorrt_version() -> String {
-    unsafe {
-        format!(
-            "{}.{}.{}",
-            trtx::trtx_sys::get_tensorrt_major_version(),
-            trtx::trtx_sys::get_tensorrt_minor_version(),
-            trtx::trtx_sys::get_tensorrt_patch_version()
-        )
-    }
+    Ok(crate::tensorrt_lib::tensorrt_version(lib_dir)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -535,7 +348,7 @@ pub fn build_engine(
     opts: &EngineOptions,
 ) -> Result<BuiltEngine, EngineError> {
     let ccs = validate_options(opts)?;
-    let version = ensure_loaded(lib_dir)?;
+    let version = crate::tensorrt_lib::ensure_loaded(lib_dir)?;
     let (logger, captured) = logger()?;
     let _guard = lock(&BUILD_LOCK);
     *lock(&captured) = Captured::default();
@@ -806,21 +619,6 @@ fn flush_after_failure(logger: &'static Logger) {
     })();
     // The flush only matters for the next build; if it fails, that build reports its own error.
     let _ = r;
-}
-
-/// An error with its sources ("dlopen failed: ...: invalid ELF header").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 fn strip_runtime(e: &trtx::Error) -> String {

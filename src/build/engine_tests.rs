@@ -5,6 +5,8 @@
 //! DETRC_REQUIRE_TENSORRT is set, in which case they fail.
 //! Models: the repo fixtures, and variants of them made here.
 
+use std::path::PathBuf;
+
 use super::*;
 use crate::load::proto::{tensor_shape_proto::dimension, type_proto, ModelProto};
 

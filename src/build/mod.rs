@@ -13,12 +13,11 @@ pub mod sidecar;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
-
 pub use engine::{BuiltEngine, EngineError, EngineOptions, IoDesc, ShapeProfile};
 pub use sidecar::Sidecar;
 
-use crate::pass::{Event, Pipeline};
+pub use crate::digest::sha256_hex;
+use crate::pass::{Event, Pipeline, Status};
 use crate::passes::to_fp16::{self, ToFp16};
 
 /// GPU architectures `detrc build` targets when not told (comma separated).
@@ -143,11 +142,6 @@ pub struct Prepared {
     pub seconds: f64,
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Loads `model`, compiles it with the default pipeline unless detrc compiled it already, and
 /// applies `to-fp16` for fp16 builds. Returns the encoded ONNX.
 /// Loads `model` into the IR, compiled: as it is if detrc compiled it already, else through
@@ -171,7 +165,7 @@ pub fn load_compiled(
         for r in c
             .reports
             .iter()
-            .filter(|r| r.status == "changed" || r.status == "rolled-back")
+            .filter(|r| matches!(r.status, Status::Changed | Status::RolledBack))
         {
             steps.push(format!("{}: {} {}", r.pass, r.status, r.details.join("; ")));
         }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 use detrc::build::{BuildError, BuildOptions, EngineError, EngineOptions, Precision, ShapeProfile};
-use detrc::pass::Event;
+use detrc::pass::{Event, Status};
 
 use super::{Exit, EXIT_USAGE};
 
@@ -135,7 +135,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             return;
         }
         if let Event::Done(r) = e {
-            if r.status != "unchanged" {
+            if r.status != Status::Unchanged {
                 eprintln!("  {:<20} {:<14} {}", r.pass, r.status, r.details.join("; "));
             }
         }

@@ -2,9 +2,10 @@ use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
+use detrc::driver::{Output, Progress, Session, SessionError, ShapeOptions, Source, VerifyOptions};
 use detrc::emit::ExternalData;
-use detrc::pass::{Event, Pipeline};
+use detrc::pass::{Event, Pipeline, Status};
 use detrc::reference::compare::Tolerance;
 
 use super::{Exit, EXIT_USAGE, EXIT_VERIFY};
@@ -68,7 +69,7 @@ pub struct Args {
     /// Batch of the result: `dynamic` (symbolic; batch-baked shapes and per-image constants
     /// are generalised) or a size N (static at N). Default: as the model declares it.
     #[arg(long)]
-    batch: Option<detrc::shapes::Batch>,
+    batch: Option<detrc::driver::Batch>,
     /// Compile a dynamic-batch model with its batch symbolic throughout, not at the batch it
     /// was traced at and generalised (the default, which folds the Shape arithmetic around
     /// the batch; docs/dynamic-batch.md).
@@ -114,7 +115,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     detrc::phases::end("start");
     let passes = pipeline_for(a.passes.as_deref(), &a.skip)?;
     let usage = |e: String| Exit(EXIT_USAGE, anyhow!(e));
-    let mut shapes = detrc::shapes::ShapeOptions {
+    let mut shapes = ShapeOptions {
         batch: a.batch.unwrap_or_default(),
         input_shapes: Vec::new(),
         plain: a.plain_batch,
@@ -122,7 +123,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     for s in &a.input_shape {
         shapes
             .input_shapes
-            .push(detrc::shapes::parse_input_shape(s).map_err(usage)?);
+            .push(detrc::driver::parse_input_shape(s).map_err(usage)?);
     }
     if a.verify_batches.iter().any(|&b| b < 1) {
         return Err(usage("--verify-batches: batch sizes are at least 1".into()));
@@ -145,37 +146,30 @@ pub fn run(a: Args) -> Result<(), Exit> {
         None
     };
     detrc::phases::end("runtime resolved");
-    let seeds: Vec<u64> = (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect();
-    // A dynamic-batch model compiled at its traced batch and generalised is verified at
-    // several batch sizes, the original at its traced batch: that needs the compile first.
-    let routed = |shapes: &detrc::shapes::ShapeOptions| {
-        shapes.batch == detrc::shapes::Batch::Keep
-            && !shapes.plain
-            && shapes.input_shapes.is_empty()
-            && detrc::driver::may_route_batch(&a.input)
+    let tol = Tolerance {
+        atol: a.atol,
+        rtol: a.rtol,
     };
-    // The original runs first and is dropped before compiling: the two models are never in
-    // memory together.
-    let expected = match &runtime {
-        Some(rt) if a.batch.is_none() && !routed(&shapes) => Some(
-            detrc::driver::run_original(detrc::driver::Original::Path(&a.input), &seeds, rt)
-                .with_context(|| format!("verification could not run {}", a.input.display()))?,
-        ),
-        _ => None,
+    let session = Session {
+        pipeline,
+        shapes,
+        verify: runtime.map(|rt| VerifyOptions {
+            seeds: (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect(),
+            tol,
+            batches: a.verify_batches.clone(),
+            runtime: Some(rt),
+        }),
     };
     let tty = std::io::stderr().is_terminal();
-    let mut on = |e: Event| {
-        if quiet {
-            return;
-        }
-        match e {
+    let mut on = |p: Progress| match p {
+        Progress::Pass(e) if !quiet => match e {
             Event::Start { step, pass } if tty => {
                 eprint!("\r\x1b[2K  [{step:>3}] {pass}…");
             }
             // Later rounds only repeat that a DETR pass has nothing left to do.
             Event::Done(r)
-                if r.status != "unchanged"
-                    && !(r.status == "not-applicable" && r.iteration > 1) =>
+                if r.status != Status::Unchanged
+                    && !(r.status == Status::NotApplicable && r.iteration > 1) =>
             {
                 if tty {
                     eprint!("\r\x1b[2K");
@@ -187,6 +181,22 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 );
             }
             _ => {}
+        },
+        Progress::Pass(_) => {}
+        Progress::Compiled => {
+            if tty && !quiet {
+                eprint!("\r\x1b[2K");
+            }
+        }
+        Progress::Phase(name) => detrc::phases::end(name),
+        Progress::Retrying { failed, tol } => {
+            if !a.quiet {
+                eprintln!(
+                    "note: the model compiled at its traced batch and generalised failed \
+                     verification ({}); compiling it with the batch left symbolic",
+                    failed.failure_message(tol)
+                );
+            }
         }
     };
     let mode = match a.external_data.as_str() {
@@ -194,106 +204,15 @@ pub fn run(a: Args) -> Result<(), Exit> {
         "never" => ExternalData::Never,
         _ => ExternalData::Auto,
     };
-    let write_err = || format!("cannot write {}", a.output.display());
-    let (compiled, compile_s, verification) = loop {
-        let t0 = std::time::Instant::now();
-        let mut compiled = match detrc::driver::compile_with(&a.input, &pipeline, &shapes, &mut on)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let code = match e {
-                    detrc::Error::InputShape { .. } => EXIT_USAGE,
-                    _ => super::EXIT_ERROR,
-                };
-                return Err(Exit(
-                    code,
-                    anyhow!(e).context(format!("cannot compile {}", a.input.display())),
-                ));
-            }
-        };
-        detrc::driver::mark_compiled(&mut compiled.model);
-        detrc::phases::end("compiled");
-        if tty && !quiet {
-            eprint!("\r\x1b[2K");
-        }
-        let compile_s = t0.elapsed().as_secs_f64();
-        let Some(runtime) = &runtime else {
-            detrc::emit::save(&compiled.model, &a.output, mode).with_context(write_err)?;
-            break (compiled, compile_s, None);
-        };
-        let tol = Tolerance {
-            atol: a.atol,
-            rtol: a.rtol,
-        };
-        let (v, staged) = match &compiled.batch {
-            Some(change) => {
-                let mut bytes = Vec::new();
-                detrc::emit::write_model(&compiled.model, &mut bytes)?;
-                let v = detrc::driver::verify_batches_with(
-                    detrc::driver::Original::Path(&a.input),
-                    &bytes,
-                    change,
-                    &a.verify_batches,
-                    &seeds,
-                    tol,
-                    runtime,
-                );
-                (v, None)
-            }
-            None => {
-                // Written first and checked from the written files: the compiled model
-                // leaves memory before it runs, and onnxruntime maps its weights from the
-                // files instead of copying them (peak memory, docs/reference.md).
-                // The input's pages that a pass read, and writing touches, stay resident
-                // otherwise: released before and after writing.
-                detrc::load::release_mapped_pages();
-                let staged =
-                    detrc::emit::stage(&compiled.model, &a.output, mode).with_context(write_err)?;
-                compiled.model = Default::default();
-                detrc::load::release_mapped_pages();
-                detrc::phases::end("staged");
-                let written = detrc::load::load(&staged.path())
-                    .with_context(|| format!("cannot read back {}", a.output.display()))?;
-                detrc::phases::end("candidate decoded");
-                let candidate = detrc::driver::Candidate::Model(&written.proto);
-                let v = match &expected {
-                    Some(expected) => {
-                        detrc::driver::check_candidate(expected, candidate, tol, runtime)
-                    }
-                    None => detrc::driver::verify_with(
-                        detrc::driver::Original::Path(&a.input),
-                        candidate,
-                        &seeds,
-                        tol,
-                        runtime,
-                    ),
-                };
-                (v, Some(staged))
-            }
-        };
-        let v = v.context("verification could not run")?;
-        detrc::phases::end("candidate runs");
-        if !v.ok() {
-            if a.batch.is_none() && !shapes.plain && compiled.batch.is_some() {
-                // The generalised result is wrong: the model as declared may still compile.
-                if !a.quiet {
-                    eprintln!(
-                        "note: the model compiled at its traced batch and generalised failed \
-                         verification ({}); compiling it with the batch left symbolic",
-                        v.failure_message(tol)
-                    );
-                }
-                shapes.plain = true;
-                continue;
-            }
-            return Err(Exit(EXIT_VERIFY, anyhow!(v.failure_message(tol))));
-        }
-        match staged {
-            Some(s) => s.commit().with_context(write_err)?,
-            None => detrc::emit::save(&compiled.model, &a.output, mode).with_context(write_err)?,
-        }
-        break (compiled, compile_s, Some(v));
+    let output = Output::File {
+        path: &a.output,
+        mode,
     };
+    let outcome = session
+        .run(&Source::Path(&a.input), output, &mut on)
+        .map_err(|e| failed(e, &a))?;
+    let (compiled, compile_s, verification) =
+        (outcome.compiled, outcome.seconds, outcome.verification);
     if let Some(dep) = &a.depfile {
         write_depfile(dep, &a.output, &a.input)?;
     }
@@ -353,6 +272,33 @@ pub fn run(a: Args) -> Result<(), Exit> {
         );
     }
     Ok(())
+}
+
+/// A failed session as the command line says it: each step with its own context, a bad
+/// `--input-shape` or batch a usage error, a mismatch exit code 3.
+fn failed(e: SessionError, a: &Args) -> Exit {
+    let write_err = || format!("cannot write {}", a.output.display());
+    match e {
+        SessionError::Compile(e) => {
+            let code = match e {
+                detrc::Error::InputShape { .. } => EXIT_USAGE,
+                _ => super::EXIT_ERROR,
+            };
+            Exit(
+                code,
+                anyhow!(e).context(format!("cannot compile {}", a.input.display())),
+            )
+        }
+        SessionError::Original(e) => Exit::from(
+            anyhow!(e).context(format!("verification could not run {}", a.input.display())),
+        ),
+        SessionError::Verify(e) => Exit::from(anyhow!(e).context("verification could not run")),
+        SessionError::Write(e) => Exit::from(anyhow!(e).context(write_err())),
+        SessionError::ReadBack(e) => {
+            Exit::from(anyhow!(e).context(format!("cannot read back {}", a.output.display())))
+        }
+        e @ SessionError::Mismatch { .. } => Exit(EXIT_VERIFY, anyhow!(e.to_string())),
+    }
 }
 
 fn print_table(

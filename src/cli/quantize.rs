@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use detrc::emit::ExternalData;
-use detrc::pass::Event;
+use detrc::pass::{Event, Status};
 use detrc::quant::{Format, Method, QuantizeOptions};
 
 use super::{Exit, EXIT_USAGE};
@@ -134,7 +134,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             return;
         }
         if let Event::Done(r) = e {
-            if r.status == "changed" || r.status == "rolled-back" {
+            if matches!(r.status, Status::Changed | Status::RolledBack) {
                 eprintln!("  {:<20} {:<14} {}", r.pass, r.status, r.details.join("; "));
             }
         }

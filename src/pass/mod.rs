@@ -64,13 +64,60 @@ pub trait Pass: Send + Sync {
     fn run(&self, g: &mut Graph, cx: &Context) -> Result<Outcome, String>;
 }
 
+/// What became of one pass execution. Reports, the CLI's progress lines and the JSON of
+/// `--report` spell it as [`Status::as_str`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The pass rewrote the graph.
+    Changed,
+    /// The pass applied and found nothing to do.
+    Unchanged,
+    /// The pattern the pass looks for is not in this model.
+    NotApplicable,
+    /// The pass failed and the graph was restored as it was before it.
+    RolledBack,
+}
+
+impl Status {
+    /// The spelling in reports and messages: "changed", "unchanged", "not-applicable",
+    /// "rolled-back".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Changed => "changed",
+            Status::Unchanged => "unchanged",
+            Status::NotApplicable => "not-applicable",
+            Status::RolledBack => "rolled-back",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, not `write_str`: progress lines align it with `{:<14}`.
+        f.pad(self.as_str())
+    }
+}
+
+// Callers (and tests) compare a status with its spelling.
+impl PartialEq<str> for Status {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub step: usize,
     pub iteration: usize,
     pub pass: String,
-    /// "changed", "unchanged", "not-applicable" or "rolled-back".
-    pub status: String,
+    pub status: Status,
     pub details: Vec<String>,
     pub ops_before: usize,
     pub ops_after: usize,
@@ -142,10 +189,10 @@ impl Pipeline {
                 let (status, details) = match result {
                     Ok(Outcome::Changed(lines)) => {
                         any = true;
-                        ("changed", lines)
+                        (Status::Changed, lines)
                     }
-                    Ok(Outcome::Unchanged) => ("unchanged", vec![]),
-                    Ok(Outcome::NotApplicable(why)) => ("not-applicable", vec![why]),
+                    Ok(Outcome::Unchanged) => (Status::Unchanged, vec![]),
+                    Ok(Outcome::NotApplicable(why)) => (Status::NotApplicable, vec![why]),
                     Err(reason) => {
                         *g = before;
                         if self.context.strict {
@@ -154,25 +201,25 @@ impl Pipeline {
                                 reason,
                             });
                         }
-                        ("rolled-back", vec![reason])
+                        (Status::RolledBack, vec![reason])
                     }
                 };
                 let report = Report {
                     step,
                     iteration,
                     pass: p.name().into(),
-                    status: status.into(),
+                    status,
                     details,
                     ops_before,
                     ops_after: g.num_ops(),
                     millis: t0.elapsed().as_secs_f64() * 1e3,
                 };
-                if status == "changed" {
+                if status == Status::Changed {
                     if let Some(dir) = &self.dump_dir {
                         self.dump(dir, step, p.name(), g)?;
                     }
                 }
-                if status == "changed" {
+                if status == Status::Changed {
                     // A rewrite reads the input's weights it replaces (folding BatchNorm reads
                     // every Conv weight); those pages of the model's map would stay resident
                     // until the map goes. Pages read again later come back from the page cache.
@@ -194,8 +241,8 @@ impl Pipeline {
                 let mut why = None;
                 let mut applied = false;
                 for r in mine {
-                    applied |= r.status == "changed" || r.status == "unchanged";
-                    if r.status == "not-applicable" && why.is_none() {
+                    applied |= matches!(r.status, Status::Changed | Status::Unchanged);
+                    if r.status == Status::NotApplicable && why.is_none() {
                         why = r.details.first().cloned();
                     }
                 }

@@ -654,7 +654,7 @@ fn sidecar_source(engine: &Path) -> Option<std::path::PathBuf> {
     let path = std::path::PathBuf::from(src.get("path")?.as_str()?);
     let want = src.get("sha256")?.as_str()?;
     let bytes = std::fs::read(&path).ok()?;
-    (crate::build::sha256_hex(&bytes) == want).then_some(path)
+    (crate::digest::sha256_hex(&bytes) == want).then_some(path)
 }
 
 #[cfg(test)]

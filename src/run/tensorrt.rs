@@ -6,8 +6,8 @@
 //! engine itself. Engine execution has not been run on a GPU (CI and the development machines
 //! have none); the error paths without a GPU are tested.
 //!
-//! The libraries are found and loaded by [`crate::build::engine`] (same lookup order as engine
-//! building: `--tensorrt-dir`, `$DETRC_TENSORRT_DIR`, `<repo>/.trt`, the loader's search path;
+//! The libraries are found and loaded by [`crate::tensorrt_lib`] (the loader engine building
+//! uses: `--tensorrt-dir`, `$DETRC_TENSORRT_DIR`, `<repo>/.trt`, the loader's search path;
 //! one library per process).
 
 use std::path::{Path, PathBuf};
@@ -212,7 +212,7 @@ impl TensorRtBackend {
             )));
         }
         // The same loader as engine building: one library per process, same lookup order.
-        crate::build::engine::tensorrt_version(opts.lib_dir.as_deref())
+        crate::tensorrt_lib::tensorrt_version(opts.lib_dir.as_deref())
             .map_err(|e| RunError::TensorRt(e.to_string()))?;
         let logger = logger()?;
         take_log_errors();
