@@ -560,3 +560,75 @@ fn deformable_detr_builds_in_fp16_with_grid_sample_in_fp32() {
     );
     assert!(std::fs::metadata(&out).unwrap().len() > 10_000);
 }
+
+/// `--gridsample gather` end to end on a dynamic-batch RT-DETR export: compiled and verified
+/// at batch 1 and 3 with no GridSample left, its sampling coordinates and indices kept fp32 by
+/// to-fp16, and fp32 and fp16 engines with a batch profile built for sm86; `detrc build`
+/// rewrites a raw export itself. A value other than keep or gather is a usage error.
+#[test]
+fn gridsample_gather_compiles_verifies_and_builds_fp32_and_fp16() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rtdetr.onnx");
+    let o = run(detrc(None)
+        .arg("compile")
+        .arg(repo("fixtures/family/rtdetr_op17_dyn.onnx"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--gridsample", "gather", "--verify", "-q"]));
+    assert!(o.status.success(), "compile --gridsample gather failed");
+    let g = detrc::driver::load_graph(&out).unwrap().0;
+    assert!(!g.op_histogram().contains_key("GridSample"));
+    assert!(g.op_histogram().contains_key("GatherElements"));
+
+    // fp16: every op of the index arithmetic (Floor, the neighbour clamps) stays fp32.
+    let mut h = g.clone();
+    detrc::passes::to_fp16::ToFp16::default()
+        .convert(&mut h)
+        .unwrap();
+    let kept = detrc::passes::to_fp16::index_math(&h);
+    assert!(
+        kept.iter().any(|&n| h.node(n).is("Floor")),
+        "Floor not kept"
+    );
+
+    let bad = run(detrc(None)
+        .arg("compile")
+        .arg(repo("fixtures/family/rtdetr_op17_dyn.onnx"))
+        .arg("-o")
+        .arg(dir.path().join("bad.onnx"))
+        .args(["--gridsample", "bilinear"]));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(!dir.path().join("bad.onnx").exists());
+
+    let Some(trt) = trt_dir() else { return };
+    let profile = "pixel_values:1x3x160x192/2x3x160x192/4x3x160x192";
+    for precision in ["fp32", "fp16"] {
+        let engine = dir.path().join(format!("{precision}.engine"));
+        let sc = build(
+            &trt,
+            &out,
+            &engine,
+            &[
+                "--precision",
+                precision,
+                "--target",
+                "sm86",
+                "--shapes",
+                profile,
+            ],
+        );
+        assert_eq!(sc.precision, precision);
+    }
+    let raw = dir.path().join("raw.engine");
+    let sc = build(
+        &trt,
+        &repo("fixtures/family/rtdetr_op17_b1.onnx"),
+        &raw,
+        &["--gridsample", "gather", "--target", "sm86"],
+    );
+    assert!(
+        sc.steps.iter().any(|s| s.starts_with("gridsample-gather:")),
+        "{:?}",
+        sc.steps
+    );
+}

@@ -227,6 +227,7 @@ fn keep_list_is_configurable() {
         keep: vec![],
         keep_layernorm_pattern: false,
         keep_output_sigmoid: false,
+        keep_index_math: false,
     };
     let (g, _) = convert_with("detr_tiny_op17_b1.onnx", &pass);
     let t = input_types(&g, "LayerNormalization");

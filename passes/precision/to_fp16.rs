@@ -155,6 +155,8 @@ pub struct ToFp16 {
     pub keep_layernorm_pattern: bool,
     /// Keep a Sigmoid whose result reaches a graph output unchanged (DETR's boxes) in fp32.
     pub keep_output_sigmoid: bool,
+    /// Keep the float arithmetic that computes integer indices in fp32 (see [`index_math`]).
+    pub keep_index_math: bool,
 }
 
 impl Default for ToFp16 {
@@ -163,6 +165,7 @@ impl Default for ToFp16 {
             keep: DEFAULT_KEEP.iter().map(|s| s.to_string()).collect(),
             keep_layernorm_pattern: true,
             keep_output_sigmoid: true,
+            keep_index_math: true,
         }
     }
 }
@@ -258,6 +261,9 @@ impl ToFp16 {
         }
         if self.keep_output_sigmoid {
             anchors.extend(output_sigmoids(g));
+        }
+        if self.keep_index_math {
+            anchors.extend(index_math(g));
         }
         let keep: HashSet<&str> = self.keep.iter().map(String::as_str).collect();
 
@@ -932,6 +938,37 @@ pub fn output_sigmoids(g: &Graph) -> Vec<NodeId> {
         }
     }
     found
+}
+
+/// Float operators whose results become integer indices: the element-wise arithmetic and data
+/// movement behind a Cast to an integer type (gridsample-gather's neighbour indices computed
+/// from the sampling grid). fp16 holds integers exactly only up to 2048 and its spacing is 0.5
+/// from 1024 on, so an index into a 64x64 feature map would already be wrong.
+pub fn index_math(g: &Graph) -> Vec<NodeId> {
+    use crate::ops::{rule, Axes};
+    let mut found = HashSet::new();
+    let mut stack: Vec<NodeId> = Vec::new();
+    for n in g.topo_ops() {
+        let Some(op) = g.node(n).op() else { continue };
+        let to = attrs::int(&op.attrs, "to").map(|t| DType(t as i32));
+        if op.op_type == "Cast" && to.is_some_and(|t| !t.is_float() && t != DType::BOOL) {
+            stack.extend(g.input(n, 0).map(|p| p.node));
+        }
+    }
+    while let Some(n) = stack.pop() {
+        let node = g.node(n);
+        let Some(op) = node.op() else { continue };
+        let elementwise = rule(&op.op_type)
+            .is_some_and(|r| matches!(r.axes, Axes::Elementwise | Axes::Broadcast));
+        let moves = PASS_THROUGH.contains(&op.op_type.as_str());
+        if !(elementwise || moves) || !found.insert(n) {
+            continue;
+        }
+        stack.extend(g.inputs(n).into_iter().flatten().map(|p| p.node));
+    }
+    let mut v: Vec<NodeId> = found.into_iter().collect();
+    v.sort();
+    v
 }
 
 #[cfg(test)]

@@ -224,6 +224,7 @@ def compile(
     output: Union[str, "os.PathLike[str]", None] = None,
     passes: Union[Sequence[str], str, None] = None,
     skip: Union[Sequence[str], str, None] = None,
+    gridsample: str = "keep",
     verify: bool = False,
     batch: Union[int, str, None] = None,
     input_shapes: Optional[Mapping[str, Dims]] = None,
@@ -252,6 +253,9 @@ def compile(
         passes: run only these passes, in this order (names from :func:`passes`; a list or a
             comma-separated string). ``None``: the default pipeline.
         skip: leave these passes out.
+        gridsample: ``"keep"`` (default) or ``"gather"``: rewrite bilinear GridSample as a
+            gather of the four neighbours, for TensorRT 10.14/11.1, which miscompile
+            GridSample (NVIDIA/TensorRT#4813).
         verify: run the original and the compiled model on seeded random inputs with the CPU
             reference runtime; on a mismatch raise :class:`VerificationError` (nothing is
             returned or written). The figures are in ``report["verification"]``.
@@ -326,9 +330,12 @@ def compile(
     vb = [_int(f, "verify_batches", b, minimum=1) for b in verify_batches]
     if not isinstance(external_data, str):
         raise _fail_type(f, "external_data", '"auto", "always" or "never"', external_data)
+    if not isinstance(gridsample, str):
+        raise _fail_type(f, "gridsample", '"keep" or "gather"', gridsample)
     options = {
         "passes": _names(f, "passes", passes),
         "skip": _names(f, "skip", skip) or [],
+        "gridsample": gridsample,
         "verify": _bool(f, "verify", verify),
         "seed": _int(f, "seed", seed),
         "verify_runs": _int(f, "verify_runs", verify_runs, minimum=1),
@@ -416,6 +423,7 @@ def build(
     target: Union[Sequence[str], str, None] = None,
     precision: str = "fp32",
     fp16_keep: Union[Sequence[str], str, None] = None,
+    gridsample: str = "keep",
     shapes: Optional[Mapping[str, Tuple[Dims, Dims, Dims]]] = None,
     workspace: Optional[int] = None,
     opt_level: Optional[int] = None,
@@ -440,6 +448,7 @@ def build(
             inputs and outputs stay fp32) or ``"int8"`` (explicit Q/DQ: a model without them
             is calibrated on ``calibration`` images and quantized first, as ``detrc quantize``).
         fp16_keep: op types or node names kept in fp32 on top of ``to-fp16``'s defaults.
+        gridsample: ``"keep"`` or ``"gather"``, as for :func:`compile`.
         shapes: shape ranges of dynamic inputs, ``{name: (min, opt, max)}``, each dims a
             sequence of ints or a string like ``"1x3x800x800"``.
         workspace: builder workspace limit in MiB.
@@ -482,6 +491,7 @@ def build(
         "target": targets,
         "precision": precision,
         "fp16_keep": _names(f, "fp16_keep", fp16_keep) or [],
+        "gridsample": gridsample,
         "shapes": profiles,
         "workspace": _int(f, "workspace", workspace, optional=True),
         "opt_level": _int(f, "opt_level", opt_level, optional=True),

@@ -144,6 +144,8 @@ fn source<'a>(
 struct CompileOptions {
     passes: Option<Vec<String>>,
     skip: Vec<String>,
+    /// "keep" or "gather" (see `detrc compile --gridsample`).
+    gridsample: String,
     verify: bool,
     seed: u64,
     verify_runs: u64,
@@ -220,7 +222,11 @@ fn compile_impl(
             "verify_batches: batch sizes are at least 1",
         ));
     }
-    let mut pipeline = Pipeline::new(detrc::passes::select(o.passes.as_deref(), &o.skip)?);
+    let mut passes = detrc::passes::select(o.passes.as_deref(), &o.skip)?;
+    detrc::passes::tensorrt::GridSample::parse(&o.gridsample)
+        .map_err(|e| Failure::new("usage", e))?
+        .apply_to(&mut passes);
+    let mut pipeline = Pipeline::new(passes);
     pipeline.max_iterations = o.max_iterations.max(1);
     pipeline.max_steps = o.max_steps;
     pipeline.dump_dir = o.dump_ir.clone();
@@ -339,6 +345,8 @@ struct BuildArgs {
     target: Vec<String>,
     precision: String,
     fp16_keep: Vec<String>,
+    /// "keep" or "gather" (see `detrc build --gridsample`).
+    gridsample: String,
     shapes: Vec<ShapeArg>,
     workspace: Option<u64>,
     opt_level: Option<u32>,
@@ -405,6 +413,8 @@ fn build(py: Python<'_>, model: PathBuf, output: PathBuf, options: BuildArgs) ->
             precision,
             fp16_keep: a.fp16_keep.clone(),
             tensorrt_dir: a.tensorrt_dir.clone(),
+            gridsample: detrc::passes::tensorrt::GridSample::parse(&a.gridsample)
+                .map_err(|e| Failure::new("usage", e))?,
         };
         let sc = detrc::build::build(&model, &output, &opts, &mut |_| {})?;
         Ok(sc.to_json())

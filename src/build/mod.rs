@@ -126,6 +126,9 @@ pub struct BuildOptions {
     pub tensorrt_dir: Option<PathBuf>,
     /// For int8 builds of a model without Q/DQ nodes.
     pub calibration: Option<Calibration>,
+    /// GridSample kept, or rewritten as gathers before any precision change (so the sampling
+    /// coordinates it computes are float32 ops that to-fp16 then decides on like any other).
+    pub gridsample: crate::passes::tensorrt::GridSample,
 }
 
 /// The ONNX model that goes to TensorRT, and how it came to be.
@@ -187,6 +190,17 @@ pub fn prepare(
     let t0 = Instant::now();
     let source_sha256 = sha256_hex(&crate::load::map_file(model)?);
     let (mut g, was_compiled, mut steps) = load_compiled(model, on)?;
+    if opts.gridsample == crate::passes::tensorrt::GridSample::Gather {
+        let mut passes = Vec::new();
+        opts.gridsample.apply_to(&mut passes);
+        let c = Pipeline::new(passes).run(&mut g, on)?;
+        for r in c
+            .iter()
+            .filter(|r| matches!(r.status, Status::Changed | Status::RolledBack))
+        {
+            steps.push(format!("{}: {} {}", r.pass, r.status, r.details.join("; ")));
+        }
+    }
     let mut quantization = None;
     let quantized = crate::passes::quantize::qdq_format(&g);
     let wanted = opts.precision.quant_format();

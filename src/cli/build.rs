@@ -37,6 +37,10 @@ pub struct Args {
     /// Op types or node names to keep in fp32 on top of to-fp16's defaults (comma separated).
     #[arg(long, value_delimiter = ',')]
     fp16_keep: Vec<String>,
+    /// GridSample as exported (keep), or rewritten as gathers of the four neighbours (gather)
+    /// for TensorRT 10.14/11.1, which miscompile it (NVIDIA/TensorRT#4813). See README.
+    #[arg(long, value_name = "keep|gather", default_value = "keep", value_parser = detrc::passes::tensorrt::GridSample::parse)]
+    gridsample: detrc::passes::tensorrt::GridSample,
     /// Shape range of a dynamic input: `name:MIN/OPT/MAX`, dims joined by x, e.g.
     /// `images:1x3x800x800/2x3x800x800/4x3x800x800`. Repeat for several inputs.
     #[arg(long)]
@@ -123,6 +127,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         precision: a.precision,
         fp16_keep: a.fp16_keep.clone(),
         tensorrt_dir: a.tensorrt_dir.clone(),
+        gridsample: a.gridsample,
     };
     if !a.fp16_keep.is_empty() && a.precision != Precision::Fp16 {
         return Err(usage("--fp16-keep needs --precision fp16".into()));

@@ -23,6 +23,10 @@ pub struct Args {
     /// Leave these passes out of the pipeline (comma separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// GridSample as exported (keep), or rewritten as gathers of the four neighbours (gather)
+    /// for TensorRT 10.14/11.1, which miscompile it (NVIDIA/TensorRT#4813). See README.
+    #[arg(long, value_name = "keep|gather", default_value = "keep", value_parser = detrc::passes::tensorrt::GridSample::parse)]
+    gridsample: detrc::passes::tensorrt::GridSample,
     /// Write a JSON report of every pass step to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -113,7 +117,8 @@ fn fixed_mmap_threshold() {
 
 pub fn run(a: Args) -> Result<(), Exit> {
     detrc::phases::end("start");
-    let passes = pipeline_for(a.passes.as_deref(), &a.skip)?;
+    let mut passes = pipeline_for(a.passes.as_deref(), &a.skip)?;
+    a.gridsample.apply_to(&mut passes);
     let usage = |e: String| Exit(EXIT_USAGE, anyhow!(e));
     let mut shapes = ShapeOptions {
         batch: a.batch.unwrap_or_default(),
