@@ -274,3 +274,15 @@ def test_a_model_error_is_catchable_and_the_interpreter_goes_on(detr_bytes):
         with pytest.raises(detrc.Error):
             detrc.compile(bad)
     assert detrc.compile(detr_bytes).report["nodes_after"] > 0
+
+
+def test_gridsample_gather_rewrites_deformable_attention_with_the_same_outputs():
+    rtdetr = ROOT / "fixtures" / "family" / "rtdetr_op17_b1.onnx"
+    original = onnx.load(str(rtdetr))
+    kept, _ = detrc.compile(original)
+    assert histogram(kept).get("GridSample", 0) > 0
+    gathered, report = detrc.compile(original, gridsample="gather", verify=True)
+    assert "GridSample" not in histogram(gathered)
+    assert report["verification"]["outputs"], report["verification"]
+    with pytest.raises(detrc.UsageError, match="gridsample"):
+        detrc.compile(original, gridsample="bilinear")
