@@ -725,3 +725,68 @@ fn fp8_engines_build_for_sm89_and_sm120_and_are_refused_for_ampere() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("sm89"));
     assert!(!out2.exists());
 }
+
+/// A model that states its precision builds without `--precision`: a Q/DQ model from `detrc
+/// quantize` as int8, a `to-fp16` model as fp16. A flag that contradicts the graph stays a
+/// usage error, with nothing written.
+#[cfg(not(feature = "enterprise"))]
+#[test]
+fn build_reads_the_precision_of_quantized_and_fp16_models() {
+    let Some(trt) = detrc::build::engine::test_libraries() else {
+        return;
+    };
+    let d = tmpdir();
+    let cal = write_images(&d.path().join("cal"), 4, 6);
+    let qdq = d.path().join("q.onnx");
+    let o = detrc_cmd()
+        .arg("quantize")
+        .arg(fixture("detr_tiny_op17_b1.onnx"))
+        .arg("-o")
+        .arg(&qdq)
+        .args(["--calibration".as_ref(), cal.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let half = d.path().join("h.onnx");
+    let o = detrc_cmd()
+        .arg("compile")
+        .arg(fixture("detr_tiny_op17_b1.onnx"))
+        .arg("-o")
+        .arg(&half)
+        .args(["--passes", "infer-shapes,fold-constants,to-fp16", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (model, want, wrong) in [(&qdq, "int8", "fp16"), (&half, "fp16", "fp32")] {
+        let out = d.path().join(format!("{want}.engine"));
+        let o = detrc_cmd()
+            .env("DETRC_TENSORRT_DIR", &trt)
+            .arg("build")
+            .arg(model)
+            .arg("-o")
+            .arg(&out)
+            .args(["--target", "sm86", "--json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let sc = detrc::build::Sidecar::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap();
+        assert_eq!(sc.precision, want);
+        let bad = d.path().join(format!("{want}-as-{wrong}.engine"));
+        let o = detrc_cmd()
+            .env("DETRC_TENSORRT_DIR", &trt)
+            .arg("build")
+            .arg(model)
+            .arg("-o")
+            .arg(&bad)
+            .args(["--target", "sm86", "--precision", wrong])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!bad.exists());
+    }
+}

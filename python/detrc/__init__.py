@@ -421,7 +421,7 @@ def build(
     output: Union[str, "os.PathLike[str]"],
     *,
     target: Union[Sequence[str], str, None] = None,
-    precision: str = "fp32",
+    precision: Optional[str] = None,
     fp16_keep: Union[Sequence[str], str, None] = None,
     gridsample: str = "keep",
     shapes: Optional[Mapping[str, Tuple[Dims, Dims, Dims]]] = None,
@@ -444,7 +444,8 @@ def build(
         output: where to write the engine; its description goes to ``<output>.json``.
         target: GPU architectures (``"sm80"``, ``"sm86"``, ``"sm89"``, ``"sm120"``,
             ``"sm121"``; also ``"86"``, ``"8.6"``); default :data:`DEFAULT_TARGETS`.
-        precision: ``"fp32"``, ``"fp16"`` (the model goes through the ``to-fp16`` pass;
+        precision: ``None`` (default): what the model computes in, its Q/DQ nodes or fp16
+            compute, else fp32; or ``"fp32"``, ``"fp16"`` (the model goes through the ``to-fp16`` pass;
             inputs and outputs stay fp32) or ``"int8"`` (explicit Q/DQ: a model without them
             is calibrated on ``calibration`` images and quantized first, as ``detrc quantize``).
         fp16_keep: op types or node names kept in fp32 on top of ``to-fp16``'s defaults.
@@ -475,8 +476,8 @@ def build(
     if out is None:
         raise _fail_type(f, "output", "a path (str or os.PathLike)", output)
     targets = _names(f, "target", target) or list(DEFAULT_TARGETS)
-    if not isinstance(precision, str):
-        raise _fail_type(f, "precision", '"fp32", "fp16" or "int8"', precision)
+    if precision is not None and not isinstance(precision, str):
+        raise _fail_type(f, "precision", '"fp32", "fp16", "int8", "fp8" or None', precision)
     if not isinstance(method, str):
         raise _fail_type(f, "method", '"mse", "max", "percentile" or "entropy"', method)
     profiles = []

@@ -343,7 +343,8 @@ type ShapeArg = (String, Vec<i64>, Vec<i64>, Vec<i64>);
 #[pyo3(from_item_all)]
 struct BuildArgs {
     target: Vec<String>,
-    precision: String,
+    /// `None`: what the model computes in (see `detrc::build::model_precision`).
+    precision: Option<String>,
     fp16_keep: Vec<String>,
     /// "keep" or "gather" (see `detrc build --gridsample`).
     gridsample: String,
@@ -365,7 +366,10 @@ struct BuildArgs {
 fn build(py: Python<'_>, model: PathBuf, output: PathBuf, options: BuildArgs) -> PyResult<String> {
     let a = &options;
     guarded(py, || {
-        let precision: Precision = a.precision.parse().map_err(|e| Failure::new("usage", e))?;
+        let precision: Precision = match &a.precision {
+            Some(p) => p.parse().map_err(|e| Failure::new("usage", e))?,
+            None => detrc::build::model_precision(&model)?.unwrap_or_default(),
+        };
         if !a.fp16_keep.is_empty() && precision != Precision::Fp16 {
             return Err(Failure::new("usage", "fp16_keep needs precision=\"fp16\""));
         }

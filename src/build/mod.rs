@@ -86,8 +86,8 @@ pub enum BuildError {
     #[error("cannot convert the model to fp16: {0}")]
     Fp16(String),
     #[error(
-        "{} was converted to fp16 by detrc already; build it with --precision fp16, or build \
-         the fp32 model",
+        "{} computes in fp16 already; build it with --precision fp16 (or without --precision), \
+         or build the fp32 model",
         path.display()
     )]
     AlreadyFp16 { path: PathBuf },
@@ -241,7 +241,7 @@ pub fn prepare(
             scales_sha256: meta(crate::passes::quantize::SCALES_KEY).unwrap_or_default(),
         });
     }
-    let already_fp16 = to_fp16::is_fp16(&g);
+    let already_fp16 = computes_in_fp16(&g);
     match opts.precision {
         Precision::Fp32 if already_fp16 => {
             return Err(BuildError::AlreadyFp16 {
@@ -278,6 +278,35 @@ pub fn prepare(
         quantization,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// The precision a model states itself, which `detrc build` builds without `--precision`: its
+/// Q/DQ nodes (int8 or fp8), or fp16 compute (converted by `to-fp16`, or exported in half as
+/// RF-DETR's exporter does for TensorRT 11, which has no precision flags). `None`: fp32, or
+/// nothing the graph says.
+pub fn model_precision(model: &Path) -> Result<Option<Precision>, BuildError> {
+    let (g, _) = crate::driver::load_graph(model)?;
+    Ok(match crate::passes::quantize::qdq_format(&g) {
+        Some(crate::quant::Format::Int8) => Some(Precision::Int8),
+        Some(crate::quant::Format::Fp8) => Some(Precision::Fp8),
+        None if computes_in_fp16(&g) => Some(Precision::Fp16),
+        None => None,
+    })
+}
+
+/// The model runs its convolutions and matrix products in fp16: marked by `to-fp16`, or an
+/// fp16 input reaches one of them.
+fn computes_in_fp16(g: &crate::ir::Graph) -> bool {
+    to_fp16::is_fp16(g)
+        || g.topo_ops().into_iter().any(|n| {
+            ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+                .iter()
+                .any(|t| g.node(n).is(t))
+                && g.inputs(n)
+                    .into_iter()
+                    .flatten()
+                    .any(|p| g.ty(p).is_some_and(|t| t.dtype == crate::ir::DType::F16))
+        })
 }
 
 /// Where the sidecar of `engine` lives: `<engine file name>.json` beside it.

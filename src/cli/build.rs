@@ -29,9 +29,10 @@ pub struct Args {
     target: Vec<String>,
     /// fp32, fp16 (the model goes through the to-fp16 pass; inputs/outputs stay fp32), int8 or
     /// fp8 (Q/DQ nodes; a model without them is calibrated on --calibration images first;
-    /// fp8 needs sm89 or newer).
-    #[arg(long, default_value = "fp32")]
-    precision: Precision,
+    /// fp8 needs sm89 or newer). Default: what the model computes in (its Q/DQ nodes, fp16
+    /// compute), else fp32.
+    #[arg(long)]
+    precision: Option<Precision>,
     #[command(flatten)]
     cal: super::quantize::CalibrationArgs,
     /// Op types or node names to keep in fp32 on top of to-fp16's defaults (comma separated).
@@ -96,18 +97,30 @@ fn parse_shapes(spec: &str) -> Result<ShapeProfile, String> {
 
 pub fn run(a: Args) -> Result<(), Exit> {
     let usage = |e: String| Exit(EXIT_USAGE, anyhow!(e));
+    // Without --precision, the model's own: a quantized or fp16 model builds as it is.
+    let precision = match a.precision {
+        Some(p) => p,
+        None => detrc::build::model_precision(&a.model)
+            .map_err(|e| {
+                Exit(
+                    super::EXIT_ERROR,
+                    anyhow!(e).context(format!("cannot build {}", a.model.display())),
+                )
+            })?
+            .unwrap_or_default(),
+    };
     let mut profiles = Vec::new();
     for s in &a.shapes {
         profiles.push(parse_shapes(s).map_err(usage)?);
     }
     let calibration = match &a.cal.calibration {
-        Some(dir) if a.precision.quant_format().is_some() => Some(detrc::build::Calibration {
+        Some(dir) if precision.quant_format().is_some() => Some(detrc::build::Calibration {
             dir: dir.clone(),
             max_images: a.cal.max_images,
             options: a.cal.options()?,
         }),
         Some(_) => return Err(usage("--calibration needs --precision int8 or fp8".into())),
-        None if a.precision.quant_format().is_some() && a.cal.weights_only => {
+        None if precision.quant_format().is_some() && a.cal.weights_only => {
             Some(detrc::build::Calibration {
                 dir: PathBuf::new(),
                 max_images: None,
@@ -124,12 +137,12 @@ pub fn run(a: Args) -> Result<(), Exit> {
             opt_level: a.opt_level,
             profiles,
         },
-        precision: a.precision,
+        precision,
         fp16_keep: a.fp16_keep.clone(),
         tensorrt_dir: a.tensorrt_dir.clone(),
         gridsample: a.gridsample,
     };
-    if !a.fp16_keep.is_empty() && a.precision != Precision::Fp16 {
+    if !a.fp16_keep.is_empty() && precision != Precision::Fp16 {
         return Err(usage("--fp16-keep needs --precision fp16".into()));
     }
 
@@ -150,7 +163,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "building {} -> {} ({}, {})",
             a.model.display(),
             a.output.display(),
-            a.precision.as_str(),
+            precision.as_str(),
             a.target.join(",")
         );
         if tty {
