@@ -32,6 +32,7 @@
 
 mod axis;
 mod backward;
+mod batch_size;
 mod forward;
 mod per_image;
 mod rewrite;
@@ -44,7 +45,7 @@ use crate::pass::{Context, Outcome, Pass};
 use crate::analysis::batch::{already_symbolic, batch_inputs, static_batch};
 
 use axis::{name_of, shape, Analysis, Fix};
-use rewrite::NSource;
+use batch_size::NSource;
 
 pub use axis::BatchAxis;
 

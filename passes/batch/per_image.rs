@@ -8,7 +8,7 @@ use crate::ops::Axes;
 use crate::tensor::Tensor;
 
 use super::axis::{axes, shape, Analysis, BatchAxis};
-use super::rewrite::NSource;
+use super::batch_size::NSource;
 
 /// True if every consumer of `p` broadcasts it against another input that carries the batch
 /// on the aligned axis, so a one-image version of `p` gives the same result.
