@@ -357,7 +357,8 @@ fn a_compiled_model_is_built_as_it_is() {
     assert!(sc.source.compiled_before);
     assert!(sc.steps.is_empty(), "{:?}", sc.steps);
 
-    // an fp16 model cannot become an fp32 engine
+    // an fp16 model cannot become an fp32 engine (without --precision it builds as fp16,
+    // what the model states: issue 23)
     let c16 = dir.path().join("c16.onnx");
     let o = run(detrc(None)
         .args(["compile", "-q", "--passes", "to-fp16", "-o"])
@@ -370,9 +371,11 @@ fn a_compiled_model_is_built_as_it_is() {
         .arg(&c16)
         .arg("-o")
         .arg(&out)
-        .args(["--target", "sm86"]));
+        .args(["--target", "sm86", "--precision", "fp32"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(!out.exists());
+    let sc = build(&trt, &c16, &out, &["--target", "sm86"]);
+    assert_eq!(sc.precision, "fp16");
     let sc = build(
         &trt,
         &c16,
