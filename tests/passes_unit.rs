@@ -496,12 +496,7 @@ fn infer_shapes_types_einsum_grid_sample_and_topk_so_their_shapes_fold() {
     // The ops infer-shapes has no value rule for, as the transformers exports use them: an
     // outer-product Einsum (RT-DETR's position embedding), deformable attention's GridSample
     // and query selection's TopK. With their outputs typed, the Shape ops behind them fold.
-    let eq = detrc::load::proto::AttributeProto {
-        name: Some("equation".into()),
-        s: Some(b"bi,j->bij".to_vec().into()),
-        r#type: Some(detrc::load::proto::attr_type::STRING),
-        ..Default::default()
-    };
+    let eq = str_attr("equation", "bi,j->bij");
     let m = M::new(17)
         .input("x", &[1, 4])
         .input("img", &[1, 2, 3, 3])
@@ -747,12 +742,6 @@ fn fold_constants_folds_gathernd_of_constants() {
 /// Deformable attention's sampler: `GridSample(value [2, 3, 5, 6], grid [2, 4, 3, 2])` with
 /// seeded grids of N(0, 1), so many samples fall outside [-1, 1] and padding matters.
 fn grid_sample(align: i64, padding: &str, mode: &str) -> M {
-    let s = |n: &str, v: &str| detrc::load::proto::AttributeProto {
-        name: Some(n.into()),
-        s: Some(v.as_bytes().to_vec().into()),
-        r#type: Some(detrc::load::proto::attr_type::STRING),
-        ..Default::default()
-    };
     M::new(17)
         .input("value", &[2, 3, 5, 6])
         .input("grid", &[2, 4, 3, 2])
@@ -762,8 +751,8 @@ fn grid_sample(align: i64, padding: &str, mode: &str) -> M {
             &["y"],
             vec![
                 int_attr("align_corners", align),
-                s("padding_mode", padding),
-                s("mode", mode),
+                str_attr("padding_mode", padding),
+                str_attr("mode", mode),
             ],
         )
         .output("y")

@@ -4,19 +4,10 @@
 mod common;
 
 use common::*;
-use detrc::load::proto::{attr_type, AttributeProto};
+use detrc::load::proto::AttributeProto;
 use detrc::passes::fold_constants::FoldConstants;
 use detrc::reference::compare::{compare, Tolerance};
 use detrc::reference::{Model, Purpose, Reference};
-
-fn s(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        s: Some(v.as_bytes().to_vec().into()),
-        r#type: Some(attr_type::STRING),
-        ..Default::default()
-    }
-}
 
 /// `y = Resize(c) + x` with `c` a seeded constant `[1, 2, h, w]` resized to `[1, 2, oh, ow]` by
 /// `sizes`; `x` keeps the model from being all-constant.
@@ -28,7 +19,10 @@ fn model(
     to: [i64; 2],
     extra: Vec<AttributeProto>,
 ) -> M {
-    let mut at = vec![s("mode", mode), s("coordinate_transformation_mode", ctm)];
+    let mut at = vec![
+        str_attr("mode", mode),
+        str_attr("coordinate_transformation_mode", ctm),
+    ];
     if antialias != 0 {
         at.push(int_attr("antialias", antialias));
     }

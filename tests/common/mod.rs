@@ -105,6 +105,11 @@ pub fn int_attr(name: &str, v: i64) -> AttributeProto {
     attrs::make_int(name, v)
 }
 
+/// A string attribute (GridSample's mode, Einsum's equation): `attrs::make_string`.
+pub fn str_attr(name: &str, v: &str) -> AttributeProto {
+    attrs::make_string(name, v)
+}
+
 pub fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
     attrs::make_ints(name, v.to_vec())
 }
