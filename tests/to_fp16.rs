@@ -303,3 +303,37 @@ fn compile_cli_runs_to_fp16_when_named() {
         .iter()
         .any(|e| e.key.as_deref() == Some(to_fp16::PRECISION_KEY)));
 }
+
+/// The dynamo exporter annotates every weight with a `value_info` entry. A converted weight's
+/// entry must follow it to fp16: strict shape inference (`onnx.checker` with `full_check`, and
+/// TensorRT's parser after it) rejects a model whose declared and actual types differ.
+#[test]
+fn weight_annotations_follow_the_converted_weights() {
+    for name in [
+        "family/rtdetr_op18_dynamo_b1.onnx",
+        "family/deformable_detr_op18_dynamo_b1.onnx",
+    ] {
+        let (_, bytes) = convert_with(name, &ToFp16::default());
+        let m = detrc::load::decode(Path::new("<fp16>"), bytes::Bytes::from(bytes)).unwrap();
+        let gp = m.graph.as_ref().unwrap();
+        let weights: HashMap<&str, i32> = gp
+            .initializer
+            .iter()
+            .map(|t| (t.name.as_deref().unwrap(), t.data_type.unwrap()))
+            .collect();
+        let (mut annotated, mut fp16) = (0, 0);
+        for vi in &gp.value_info {
+            let Some(&dt) = weights.get(vi.name.as_deref().unwrap_or("")) else {
+                continue;
+            };
+            let ty = detrc::ir::TensorType::from_proto(vi.r#type.as_ref().unwrap()).unwrap();
+            assert_eq!(ty.dtype, DType(dt), "{name}: {:?}", vi.name);
+            annotated += 1;
+            fp16 += (DType(dt) == DType::F16) as usize;
+        }
+        assert!(
+            annotated > 50 && fp16 > 50,
+            "{name}: {annotated} annotated weights, {fp16} fp16"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! IR -> ModelProto.
 
 use super::{Graph, NodeKind, Port, TensorType, Value};
-use crate::load::proto::{ModelProto, NodeProto, ValueInfoProto};
+use crate::load::proto::{type_proto, ModelProto, NodeProto, ValueInfoProto};
 
 impl Graph {
     /// Gives every graph output's producer the output's name, so the written model has exactly
@@ -132,8 +132,7 @@ impl Graph {
                 }
             }
         }
-        gp.value_info
-            .extend(self.carry.orphan_value_info.iter().cloned());
+        gp.value_info.extend(self.orphan_value_info());
         gp.output = self
             .outputs
             .iter()
@@ -145,6 +144,45 @@ impl Graph {
             .collect();
         model.graph = Some(gp);
         model
+    }
+}
+
+impl Graph {
+    /// The `value_info` entries not attached to an operator's output, in their order. Those
+    /// that name an initializer (dynamo exports annotate every weight) follow its element type:
+    /// a pass that converted the initializer (`to-fp16`) would otherwise leave a declaration
+    /// that strict shape inference rejects ("inferred elem type differs"). Entries naming no
+    /// tensor of the graph stay as loaded, for an exact round trip.
+    fn orphan_value_info(&self) -> Vec<ValueInfoProto> {
+        let orphans = &self.carry.orphan_value_info;
+        if orphans.is_empty() {
+            return Vec::new();
+        }
+        let consts: std::collections::HashMap<&str, i32> = self
+            .g
+            .node_indices()
+            .filter_map(|n| match &self.g[n].kind {
+                NodeKind::Const { tensor, .. } => {
+                    Some((self.g[n].outputs[0].name.as_str(), tensor.data_type?))
+                }
+                _ => None,
+            })
+            .collect();
+        orphans
+            .iter()
+            .map(|vi| {
+                let mut vi = vi.clone();
+                let actual = vi.name.as_deref().and_then(|n| consts.get(n)).copied();
+                if let (Some(dt), Some(ty)) = (actual, vi.r#type.as_mut()) {
+                    if let Some(type_proto::Value::TensorType(tt)) = ty.value.as_mut() {
+                        if tt.elem_type != Some(dt) {
+                            tt.elem_type = Some(dt);
+                        }
+                    }
+                }
+                vi
+            })
+            .collect()
     }
 }
 
