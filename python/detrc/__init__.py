@@ -200,6 +200,12 @@ def _bool(func: str, name: str, value: Any) -> bool:
     return value
 
 
+def _precision(func: str, value: Any) -> Optional[str]:
+    if value is not None and not isinstance(value, str):
+        raise _fail_type(func, "precision", '"fp32", "fp16", "int8", "fp8" or None', value)
+    return value
+
+
 def _int(func: str, name: str, value: Any, *, minimum: int = 0, optional: bool = False) -> Any:
     if value is None and optional:
         return None
@@ -240,6 +246,10 @@ def compile(
     external_data: str = "auto",
     dump_ir: Union[str, "os.PathLike[str]", None] = None,
     base_dir: Union[str, "os.PathLike[str]", None] = None,
+    precision: Optional[str] = None,
+    calibration: Union[str, "os.PathLike[str]", None] = None,
+    fp16_keep: Union[Sequence[str], str, None] = None,
+    fp16_guard: bool = True,
 ) -> CompileResult:
     """Compile a DETR-family ONNX model: what ``detrc compile`` does, in this process.
 
@@ -283,6 +293,17 @@ def compile(
             change.
         base_dir: where external data files of an in-memory model are (default: the current
             directory). A path input finds them beside the file.
+        precision: ``None`` (as compiled), ``"fp32"``, ``"fp16"``, ``"int8"`` or ``"fp8"``:
+            the strongly typed model TensorRT 10/11 builds as it is (``compile --precision``).
+            fp16 is checked under emulated fp16 storage; operators that overflow are kept in
+            fp32 (``fp16_guard``); a model that still loses detections raises
+            :class:`VerificationError`. int8/fp8 need ``calibration``.
+            ``report["precision"]`` has the check and the ``trtexec`` command line.
+        calibration: a folder of images: int8/fp8 calibration (as ``detrc quantize``), and the
+            inputs of the fp16 check (seeded random inputs without it).
+        fp16_keep: op types, node names or tensor names kept in fp32 on top of the defaults.
+        fp16_guard: keep overflowing operators in fp32 automatically (``False``:
+            ``compile --no-fp16-guard``).
 
     Returns:
         ``CompileResult(model, report)``, a named tuple. ``report`` is a plain ``dict``:
@@ -353,6 +374,10 @@ def compile(
         "batch": batch_opt,
         "input_shapes": shapes_opt,
         "verify_batches": vb,
+        "precision": _precision(f, precision),
+        "calibration": _path_or_none(f, "calibration", calibration),
+        "fp16_keep": _names(f, "fp16_keep", fp16_keep) or [],
+        "fp16_guard": _bool(f, "fp16_guard", fp16_guard),
     }
     if kind == "path":
         encoded, report_json = _detrc.compile(data, None, "", options)

@@ -168,6 +168,14 @@ struct CompileOptions {
     input_shapes: Vec<String>,
     /// `compile --verify-batches`.
     verify_batches: Vec<i64>,
+    /// `compile --precision`: None, "fp32", "fp16", "int8" or "fp8".
+    precision: Option<String>,
+    /// `compile --calibration`: images for int8/fp8, and the fp16 check's inputs.
+    calibration: Option<PathBuf>,
+    /// `compile --fp16-keep`.
+    fp16_keep: Vec<String>,
+    /// Not `compile --no-fp16-guard`.
+    fp16_guard: bool,
 }
 
 /// Compiles a model the way `detrc compile` does; returns (encoded model or None, report JSON).
@@ -233,9 +241,14 @@ fn compile_impl(
     pipeline.context.strict = o.strict;
     pipeline.context.fold_budget_bytes = o.fold_budget;
 
+    let precision = match &o.precision {
+        None => None,
+        Some(p) => Some(precision_options(o, p)?),
+    };
     let session = Session {
         pipeline,
         shapes,
+        precision,
         verify: o.verify.then(|| VerifyOptions {
             seeds: (0..o.verify_runs.max(1)).map(|i| o.seed + i).collect(),
             tol: Tolerance {
@@ -256,14 +269,33 @@ fn compile_impl(
             message: verification.failure_message(tol),
             data: serde_json::to_string(&verification).ok(),
         },
+        SessionError::Precision(e) => {
+            use detrc::driver::PrecisionError as P;
+            match e {
+                P::Fp16Check(r) => Failure::Categorized {
+                    category: "verification",
+                    message: r.failure.clone().unwrap_or_default(),
+                    data: serde_json::to_string(&r).ok(),
+                },
+                e @ (P::AlreadyFp16(_) | P::AlreadyQuantized(_) | P::NoCalibration(_)) => {
+                    Failure::new("usage", e.to_string())
+                }
+                P::Model(e) => Failure::from(e),
+                e => Failure::new("compile", e.to_string()),
+            }
+        }
         SessionError::Compile(e)
         | SessionError::Original(e)
         | SessionError::Verify(e)
         | SessionError::Write(e)
         | SessionError::ReadBack(e) => Failure::from(e),
     })?;
-    let (compiled, seconds, verification) =
-        (outcome.compiled, outcome.seconds, outcome.verification);
+    let (compiled, seconds, verification, precision) = (
+        outcome.compiled,
+        outcome.seconds,
+        outcome.verification,
+        outcome.precision,
+    );
     if let Some(out) = &o.output {
         detrc::emit::save(&compiled.model, out, mode)?;
     }
@@ -279,8 +311,55 @@ fn compile_impl(
         "had_external_data": compiled.had_external_data,
         "batch": compiled.batch,
         "seconds": seconds,
+        "precision": precision,
     });
     Ok((outcome.bytes, report.to_string()))
+}
+
+/// `compile --precision`'s options from the Python ones (the CLI's defaults otherwise).
+fn precision_options(
+    o: &CompileOptions,
+    p: &str,
+) -> Result<detrc::driver::PrecisionOptions, Failure> {
+    let precision: Precision = p
+        .parse()
+        .map_err(|e: String| Failure::new("usage", format!("precision={p:?}: {e}")))?;
+    let quantized = precision.quant_format().is_some();
+    let calibration = match &o.calibration {
+        Some(dir) => Some(detrc::driver::CalibrationSet {
+            files: detrc::quant::image_files(dir, None)
+                .map_err(|e| Failure::new("file", e.to_string()))?,
+            options: detrc::quant::QuantizeOptions {
+                method: detrc::quant::Method::parse("mse", 99.99)
+                    .map_err(|e| Failure::new("usage", e))?,
+                format: detrc::quant::Format::Int8,
+                residual: true,
+                weight_only: false,
+            },
+        }),
+        None if quantized => {
+            return Err(Failure::new(
+                "usage",
+                format!("precision={p:?} needs calibration=DIR (a folder of images)"),
+            ))
+        }
+        None => None,
+    };
+    let runtime = detrc::reference::RuntimeChoice::default()
+        .resolve()
+        .map_err(Failure::from)?
+        .0;
+    Ok(detrc::driver::PrecisionOptions {
+        precision,
+        fp16: detrc::driver::Fp16Options {
+            keep: o.fp16_keep.clone(),
+            guard: o.fp16_guard,
+            ..Default::default()
+        },
+        calibration,
+        seeds: (0..o.verify_runs.max(1)).map(|i| o.seed + i).collect(),
+        runtime,
+    })
 }
 
 /// `detrc inspect --json` of a model (path or bytes) or of an engine's sidecar (path).

@@ -86,6 +86,34 @@ pub struct Args {
     /// Batch sizes `--verify` runs a dynamic-batch result at.
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     verify_batches: Vec<i64>,
+    /// Precision of the written model, for TensorRT builds that take it from the graph
+    /// (`trtexec --stronglyTyped`, TensorRT 11, TensorRT-RTX): fp32 (as compiled), fp16
+    /// (`to-fp16`, checked under emulated fp16 storage and guarded against overflow), int8 or
+    /// fp8 (Q/DQ, calibrated on --calibration images as `detrc quantize` does). Inputs and
+    /// outputs stay fp32. The report prints the trtexec command line.
+    #[arg(long, value_name = "fp32|fp16|int8|fp8")]
+    precision: Option<detrc::build::Precision>,
+    #[command(flatten)]
+    cal: super::quantize::CalibrationArgs,
+    /// Op types, node names or tensor names kept in fp32 by --precision fp16, on top of the
+    /// defaults (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    fp16_keep: Vec<String>,
+    /// Do not keep overflowing operators in fp32 automatically (the fp16 check still runs and
+    /// a model that loses detections is still not written).
+    #[arg(long)]
+    no_fp16_guard: bool,
+    /// An fp16 tensor larger than 65504 / HEADROOM on the check's inputs counts as overflowing
+    /// (real inputs reach further than the check's).
+    #[arg(long, default_value_t = 4.0)]
+    fp16_headroom: f32,
+    /// Least SQNR (dB) of the fp16 model's sorted scores against the fp32 model's.
+    #[arg(long, default_value_t = 30.0)]
+    fp16_min_sqnr: f64,
+    /// Least share of the fp32 model's detections (score >= 0.5) the fp16 model must keep,
+    /// checked where the fp32 model has five or more.
+    #[arg(long, default_value_t = 0.5)]
+    fp16_min_recall: f64,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -145,10 +173,18 @@ pub fn run(a: Args) -> Result<(), Exit> {
         fixed_mmap_threshold();
     }
     // Resolved before compiling, so a bad --onnxruntime fails fast.
-    let runtime = if a.verify {
+    let precise = a
+        .precision
+        .is_some_and(|p| p != detrc::build::Precision::Fp32);
+    let runtime = if a.verify || precise {
         Some(a.runtime.resolve(quiet)?)
     } else {
         None
+    };
+    let precision = match (a.precision, &runtime) {
+        (Some(p), Some(rt)) => Some(precision_options(&a, p, rt.clone())?),
+        (Some(p), None) => Some(precision_options(&a, p, detrc::reference::Runtime::Tract)?),
+        _ => None,
     };
     detrc::phases::end("runtime resolved");
     let tol = Tolerance {
@@ -158,12 +194,13 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let session = Session {
         pipeline,
         shapes,
-        verify: runtime.map(|rt| VerifyOptions {
+        verify: runtime.filter(|_| a.verify).map(|rt| VerifyOptions {
             seeds: (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect(),
             tol,
             batches: a.verify_batches.clone(),
             runtime: Some(rt),
         }),
+        precision,
     };
     let tty = std::io::stderr().is_terminal();
     let mut on = |p: Progress| match p {
@@ -194,6 +231,11 @@ pub fn run(a: Args) -> Result<(), Exit> {
             }
         }
         Progress::Phase(name) => detrc::phases::end(name),
+        Progress::Precision(line) => {
+            if !quiet {
+                eprintln!("  {line}");
+            }
+        }
         Progress::Retrying { failed, tol } => {
             if !a.quiet {
                 eprintln!(
@@ -216,8 +258,12 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let outcome = session
         .run(&Source::Path(&a.input), output, &mut on)
         .map_err(|e| failed(e, &a))?;
-    let (compiled, compile_s, verification) =
-        (outcome.compiled, outcome.seconds, outcome.verification);
+    let (compiled, compile_s, verification, precision) = (
+        outcome.compiled,
+        outcome.seconds,
+        outcome.verification,
+        outcome.precision,
+    );
     if let Some(dep) = &a.depfile {
         write_depfile(dep, &a.output, &a.input)?;
     }
@@ -246,6 +292,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "ops_after": compiled.ops_after,
             "steps": compiled.reports,
             "verification": verification,
+            "precision": precision,
         });
         detrc::emit::atomic::write_bytes(r, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
@@ -258,6 +305,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "verified": verification.as_ref().map(|v| v.ok()),
             "verified_with": verification.as_ref().map(|v| v.runtime.clone()),
             "runtime_rewrites": verification.as_ref().and_then(|v| v.rewrites.clone()),
+            "precision": precision,
         });
         println!("{}", serde_json::to_string(&j)?);
     } else if !a.quiet {
@@ -275,8 +323,97 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 None => String::new(),
             }
         );
+        if let Some(p) = &precision {
+            print_precision(p);
+        }
     }
     Ok(())
+}
+
+/// The options of `--precision`, checked before any work: calibration images are read (their
+/// headers) so a bad folder fails fast.
+fn precision_options(
+    a: &Args,
+    p: detrc::build::Precision,
+    runtime: detrc::reference::Runtime,
+) -> Result<detrc::driver::PrecisionOptions, Exit> {
+    use detrc::build::Precision;
+    let usage = |m: String| Exit(EXIT_USAGE, anyhow!(m));
+    let quantized = matches!(p, Precision::Int8 | Precision::Fp8);
+    let options = a.cal.options()?;
+    if quantized && a.cal.calibration.is_none() && !options.weight_only {
+        return Err(usage(format!(
+            "--precision {} needs --calibration DIR (images), or --weights-only",
+            p.as_str()
+        )));
+    }
+    if a.fp16_headroom.is_nan() || a.fp16_headroom < 1.0 {
+        return Err(usage("--fp16-headroom must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&a.fp16_min_recall) {
+        return Err(usage("--fp16-min-recall must be within 0..=1".into()));
+    }
+    let calibration = match &a.cal.calibration {
+        Some(dir) => Some(detrc::driver::CalibrationSet {
+            files: detrc::quant::image_files(dir, a.cal.max_images)
+                .map_err(|e| Exit(super::EXIT_ERROR, anyhow!(e)))?,
+            options,
+        }),
+        None => None,
+    };
+    Ok(detrc::driver::PrecisionOptions {
+        precision: p,
+        fp16: detrc::driver::Fp16Options {
+            keep: a.fp16_keep.clone(),
+            guard: !a.no_fp16_guard,
+            headroom: a.fp16_headroom,
+            min_sqnr_db: a.fp16_min_sqnr,
+            min_recall: a.fp16_min_recall,
+            ..Default::default()
+        },
+        calibration,
+        seeds: (0..a.verify_runs.max(1)).map(|i| a.seed + i).collect(),
+        runtime,
+    })
+}
+
+fn print_precision(p: &detrc::driver::PrecisionReport) {
+    eprintln!("precision {}:", p.precision);
+    for s in &p.steps {
+        eprintln!("  {s}");
+    }
+    if let Some(r) = &p.fp16 {
+        print_fp16(r);
+    }
+    eprintln!("build it with: {}", p.trtexec);
+}
+
+fn print_fp16(r: &detrc::driver::Fp16Report) {
+    for k in &r.kept {
+        eprintln!("  kept fp32: {} ({}): {}", k.node, k.op_type, k.reason);
+    }
+    if let Some(d) = &r.detections {
+        eprintln!(
+            "  fp16 check on {}: sorted scores {:.1} dB, {} of {} detections kept ({} decode, \
+             score >= {})",
+            r.inputs, d.sorted_scores_sqnr_db, d.matched, d.fp32_detections, d.decode, d.threshold
+        );
+    } else {
+        eprintln!("  fp16 check on {}:", r.inputs);
+    }
+    for o in &r.outputs {
+        eprintln!(
+            "    {:<24} {:>6.1} dB  max |diff| {:.2e}{}",
+            o.name,
+            o.sqnr_db,
+            o.max_abs_diff,
+            if o.non_finite > 0 {
+                format!("  {} inf/NaN", o.non_finite)
+            } else {
+                String::new()
+            }
+        );
+    }
 }
 
 /// A failed session as the command line says it: each step with its own context, a bad
@@ -303,6 +440,38 @@ fn failed(e: SessionError, a: &Args) -> Exit {
             Exit::from(anyhow!(e).context(format!("cannot read back {}", a.output.display())))
         }
         e @ SessionError::Mismatch { .. } => Exit(EXIT_VERIFY, anyhow!(e.to_string())),
+        SessionError::Precision(e) => {
+            use detrc::driver::PrecisionError as P;
+            match e {
+                P::Fp16Check(r) => {
+                    if !a.quiet {
+                        print_fp16(&r);
+                        for o in r.first_overflows.iter().take(5) {
+                            eprintln!(
+                                "  first overflow: {} (made by {}), |x| up to {:.3e}",
+                                o.tensor, o.node, o.max_abs
+                            );
+                        }
+                    }
+                    Exit(
+                        EXIT_VERIFY,
+                        anyhow!(
+                            "{}; nothing written (keep more in fp32 with --fp16-keep, or use \
+                             --precision fp32)",
+                            r.failure.clone().unwrap_or_default()
+                        ),
+                    )
+                }
+                e @ (P::AlreadyFp16(_) | P::AlreadyQuantized(_) | P::NoCalibration(_)) => {
+                    Exit(EXIT_USAGE, anyhow!(e))
+                }
+                e => Exit(
+                    super::EXIT_ERROR,
+                    anyhow!(e)
+                        .context(format!("cannot apply --precision to {}", a.input.display())),
+                ),
+            }
+        }
     }
 }
 

@@ -8,7 +8,9 @@
 
 mod batch_route;
 mod compile;
+mod fp16_check;
 mod input_shapes;
+mod precision;
 mod session;
 mod summary;
 mod verify;
@@ -17,7 +19,13 @@ use std::path::Path;
 
 pub use batch_route::BatchChange;
 pub use compile::{compile, compile_with, Compiled};
+pub use fp16_check::{
+    CheckInputs, DetectionCheck, Fp16Options, Fp16Report, Kept, OutputCheck, Overflow,
+};
 pub use input_shapes::{parse_input_shape, static_input_shapes, Batch, ShapeOptions};
+pub use precision::{
+    trtexec_command, CalibrationSet, PrecisionError, PrecisionOptions, PrecisionReport,
+};
 pub use session::{Outcome, Output, Progress, Session, SessionError, VerifyOptions};
 pub use summary::{summary, IoSummary, Summary};
 pub use verify::{

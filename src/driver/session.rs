@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::compile::{compile_graph_with, Compiled};
 use super::input_shapes::{Batch, ShapeOptions};
+use super::precision::{PrecisionError, PrecisionOptions, PrecisionReport};
 use super::verify::{self, Candidate, Expected, Verification};
 use super::Source;
 use crate::emit::{ExternalData, Staged};
@@ -25,6 +26,9 @@ pub struct Session {
     pub shapes: ShapeOptions,
     /// Check the result against the original before it is written or returned.
     pub verify: Option<VerifyOptions>,
+    /// The precision of the written model (`None`: fp32, as compiled). Applied once the fp32
+    /// result is verified.
+    pub precision: Option<PrecisionOptions>,
 }
 
 /// How a session verifies.
@@ -59,12 +63,16 @@ pub struct Outcome {
     pub verification: Option<Verification>,
     /// The encoded model, with `Output::Memory { bytes: true }`.
     pub bytes: Option<Vec<u8>>,
+    /// What `--precision` did.
+    pub precision: Option<PrecisionReport>,
 }
 
 /// What a session tells its caller as it goes.
 pub enum Progress<'a> {
     /// A pass started or finished.
     Pass(Event<'a>),
+    /// A line about the precision step (the fp16 guard's rounds).
+    Precision(String),
     /// A compile finished (the pass lines are done).
     Compiled,
     /// A phase of the work ended, for `DETRC_PHASES` (see [`crate::phases`]).
@@ -94,6 +102,9 @@ pub enum SessionError {
     /// Reading the written result back to verify it.
     #[error(transparent)]
     ReadBack(Error),
+    /// Applying `--precision`, or its fp16 check failing.
+    #[error(transparent)]
+    Precision(PrecisionError),
     /// The result's outputs differ from the original's.
     #[error("{}", verification.failure_message(*tol))]
     Mismatch {
@@ -124,6 +135,14 @@ impl Session {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Outcome, SessionError> {
         let mut shapes = self.shapes.clone();
+        // With a precision to apply, the fp32 result is verified in memory and only the
+        // converted model goes where `output` says.
+        let final_output = output;
+        let output = if self.precision.is_some() {
+            Output::Memory { bytes: false }
+        } else {
+            output
+        };
         let expected = self.original_first(source, output, &shapes)?;
         loop {
             let t0 = Instant::now();
@@ -138,7 +157,8 @@ impl Session {
             let seconds = t0.elapsed().as_secs_f64();
 
             let Some(vo) = &self.verify else {
-                let bytes = match output {
+                let precision = self.apply_precision(&mut compiled, final_output, progress)?;
+                let bytes = match final_output {
                     Output::File { path, mode } => {
                         crate::emit::save(&compiled.model, path, mode)
                             .map_err(SessionError::Write)?;
@@ -154,6 +174,7 @@ impl Session {
                     seconds,
                     verification: None,
                     bytes,
+                    precision,
                 });
             };
             let (v, pending) = match output {
@@ -188,16 +209,22 @@ impl Session {
                     tol: vo.tol,
                 });
             }
-            let bytes = match (pending, output) {
+            let precision = self.apply_precision(&mut compiled, final_output, progress)?;
+            let bytes = match (pending, final_output) {
                 (Pending::Staged(s), _) => {
                     s.commit().map_err(SessionError::Write)?;
                     None
                 }
-                (Pending::Save, Output::File { path, mode }) => {
+                (_, Output::File { path, mode }) => {
                     crate::emit::save(&compiled.model, path, mode).map_err(SessionError::Write)?;
                     None
                 }
-                (Pending::Bytes(b), Output::Memory { bytes: true }) => Some(b),
+                (Pending::Bytes(b), Output::Memory { bytes: true }) if precision.is_none() => {
+                    Some(b)
+                }
+                (_, Output::Memory { bytes: true }) => {
+                    Some(encode(&compiled.model).map_err(SessionError::Write)?)
+                }
                 _ => None,
             };
             return Ok(Outcome {
@@ -205,8 +232,35 @@ impl Session {
                 seconds,
                 verification: Some(v),
                 bytes,
+                precision,
             });
         }
+    }
+
+    /// Applies `--precision` to the verified fp32 result in `compiled.model`. `None` when no
+    /// precision was asked for.
+    fn apply_precision(
+        &self,
+        compiled: &mut Compiled,
+        output: Output<'_>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Option<PrecisionReport>, SessionError> {
+        let Some(po) = &self.precision else {
+            return Ok(None);
+        };
+        let model = std::mem::take(&mut compiled.model);
+        let mut g = crate::ir::from_onnx::import(model).map_err(SessionError::Compile)?;
+        let mut say = |line: String| progress(Progress::Precision(line));
+        let mut report =
+            super::precision::apply(&mut g, po, &mut say).map_err(SessionError::Precision)?;
+        let path = match output {
+            Output::File { path, .. } => path.to_path_buf(),
+            Output::Memory { .. } => std::path::PathBuf::from("model.onnx"),
+        };
+        report.trtexec = super::precision::trtexec_command(&g, &path);
+        compiled.ops_after = g.op_histogram();
+        compiled.model = g.export();
+        Ok(Some(report))
     }
 
     /// The original's outputs, computed before compiling so that the two models are never in

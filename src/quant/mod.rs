@@ -112,6 +112,17 @@ pub fn image_files(dir: &Path, max: Option<usize>) -> Result<Vec<PathBuf>> {
 
 /// Decodes and pre-processes `files` in batches of `shape.batch` (the last batch padded by
 /// repeating its last image, as `detrc run` does) and calls `each` with every input tensor.
+/// `files` pre-processed as `detrc run` does, in batches of `shape.batch` (the last one padded
+/// with its last image), each with how many of its images are real.
+pub fn image_batches(files: &[PathBuf], shape: ModelShape) -> Result<Vec<(ArrayD<f32>, usize)>> {
+    let mut out = Vec::new();
+    for_each_batch(files, shape, |a, real| {
+        out.push((a, real));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 fn for_each_batch(
     files: &[PathBuf],
     shape: ModelShape,

@@ -152,7 +152,8 @@ const F16_MAX: f32 = 65504.0;
 
 #[derive(Debug, Clone)]
 pub struct ToFp16 {
-    /// Operator types, or node names, that stay fp32.
+    /// Operator types, node names, or output tensor names (names that stay put when a tool
+    /// renames nodes, and that every node has) of operators that stay fp32.
     pub keep: Vec<String>,
     /// Keep the ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div layer norm of opset < 17 in fp32.
     pub keep_layernorm_pattern: bool,
@@ -334,6 +335,7 @@ impl ToFp16 {
                 || keep.contains(op.op_type.as_str())
                 || FP32_ONLY.contains(&op.op_type.as_str())
                 || (!op.name.is_empty() && keep.contains(op.name.as_str()))
+                || node.outputs.iter().any(|v| keep.contains(v.name.as_str()))
             {
                 Class::Keep
             } else if MOVEMENT.contains(&op.op_type.as_str()) {
