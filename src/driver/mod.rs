@@ -15,7 +15,7 @@ mod verify;
 
 use std::path::Path;
 
-pub use batch_route::BatchChange;
+pub use batch_route::{BatchChange, RouteStatus};
 pub use compile::{compile, compile_with, Compiled};
 pub use input_shapes::{parse_input_shape, static_input_shapes, Batch, ShapeOptions};
 pub use session::{Outcome, Output, Progress, Session, SessionError, VerifyOptions};
