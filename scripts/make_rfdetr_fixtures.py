@@ -66,9 +66,11 @@ RFDETR = {
     "nano": ("RFDETRNano", dict(resolution=128, seed=21)),
     "small": ("RFDETRSmall", dict(resolution=160, seed=22, dec_layers=3)),
     "seg_nano": ("RFDETRSegNano", dict(resolution=96, seed=23)),
-    # Hold-out variants (not committed): --only small,medium,seg_small --out DIR.
+    # Hold-out variants (not committed): --only small,medium,seg_small,base,large --out DIR.
     "medium": ("RFDETRMedium", dict(resolution=192, seed=24, dec_layers=4)),
     "seg_small": ("RFDETRSegSmall", dict(resolution=144, seed=25)),
+    "base": ("RFDETRBase", dict(resolution=224, seed=26)),
+    "large": ("RFDETRLarge", dict(resolution=192, seed=27)),
 }
 COMMON = dict(hidden_dim=64, out_feature_indexes=[2, 4], num_queries=30, num_select=30,
               num_classes=5, sa_nheads=4, ca_nheads=4, dec_n_points=2)
@@ -140,7 +142,11 @@ def build_rfdetr(variant: str, seed: int, resolution: int):
     cfg = {k: v for k, v in cfg.items() if k not in ("seed", "resolution")}
     cls = getattr(rfdetr, cls_name)
     torch.manual_seed(seed)
-    patch = cls._model_config_class.model_fields["patch_size"].default
+    import rfdetr.config
+
+    # RFDETRLarge builds its config in get_model_config, not from _model_config_class.
+    cfg_cls = getattr(rfdetr.config, f"{cls_name}Config", cls._model_config_class)
+    patch = cfg_cls.model_fields["patch_size"].default
     kw = dict(COMMON, **cfg)
     if not SHRINK[0]:
         kw = {k: v for k, v in kw.items() if k != "dec_layers"}

@@ -300,8 +300,15 @@ fn unit_slice_concat_leaves_slices_across_parts_and_input_dependent_operands() {
         .node("Slice", &["ez", "s0", "s2", "ax"], &["a"], vec![])
         // Across the two parts.
         .node("Slice", &["e", "s0", "s2", "ax"], &["b"], vec![])
+        // Within the input's part, but the Concat is read whole too: rewritten, the Add of
+        // the tokens would run twice.
+        .i64("s3", &[1], &[3])
+        .node("Slice", &["e", "s2", "s3", "ax"], &["c"], vec![])
+        .node("Relu", &["e"], &["d"], vec![])
         .output("a")
-        .output("b");
+        .output("b")
+        .output("c")
+        .output("d");
     let mut g = m.graph();
     apply(&mut g, &detrc::passes::infer_shapes::InferShapes);
     let o = apply(&mut g, &detrc::passes::slice_concat::SliceConcat);

@@ -107,6 +107,12 @@ fn plan(g: &Graph, n: NodeId) -> Option<Plan> {
                 let q = q?;
                 let len = *static_shape(g, q)?.get(axis)?;
                 if off <= lo && hi <= off + len {
+                    // Worth it when the part folds, or when the Concat and the chain die
+                    // once their Slices read the parts: else the chain's ops would run twice.
+                    let folds = g.const_tensor(q).is_some();
+                    if !folds && !only_sliced(g, p.node, &chain) {
+                        return None;
+                    }
                     return Some(Plan {
                         axis,
                         lo,
@@ -157,6 +163,19 @@ fn plan(g: &Graph, n: NodeId) -> Option<Plan> {
         }
     }
     None
+}
+
+/// Every reader of the Concat and of the chain's ops is the next op of the chain or a Slice.
+fn only_sliced(g: &Graph, concat: NodeId, chain: &[(NodeId, usize)]) -> bool {
+    let mut path: Vec<NodeId> = chain.iter().map(|&(n, _)| n).rev().collect();
+    path.insert(0, concat);
+    path.iter().enumerate().all(|(i, &n)| {
+        let next = path.get(i + 1).copied();
+        !g.is_graph_output(Port::new(n, 0))
+            && g.consumers(Port::new(n, 0))
+                .iter()
+                .all(|&(c, _)| Some(c) == next || g.node(c).is("Slice"))
+    })
 }
 
 /// A Slice of `x` to `[lo, hi)` on `axis`.
