@@ -66,11 +66,15 @@ RFDETR = {
     "nano": ("RFDETRNano", dict(resolution=128, seed=21)),
     "small": ("RFDETRSmall", dict(resolution=160, seed=22, dec_layers=3)),
     "seg_nano": ("RFDETRSegNano", dict(resolution=96, seed=23)),
-    # Hold-out variants (not committed): --only small,medium,seg_small,base,large --out DIR.
+    # Hold-out variants (not committed): --only small,medium,seg_small,base,large,nano_registers
+    # --out DIR.
     "medium": ("RFDETRMedium", dict(resolution=192, seed=24, dec_layers=4)),
     "seg_small": ("RFDETRSegSmall", dict(resolution=144, seed=25)),
     "base": ("RFDETRBase", dict(resolution=224, seed=26)),
     "large": ("RFDETRLarge", dict(resolution=192, seed=27)),
+    # DINOv2 with register tokens (inserted after the class token, expanded to B*W windows).
+    "nano_registers": ("RFDETRNano", dict(resolution=128, seed=28,
+                                          encoder="dinov2_registers_windowed_small")),
 }
 COMMON = dict(hidden_dim=64, out_feature_indexes=[2, 4], num_queries=30, num_select=30,
               num_classes=5, sa_nheads=4, ca_nheads=4, dec_n_points=2)
@@ -124,6 +128,9 @@ def shrink_rfdetr() -> None:
     def small_config(size, use_registers):
         c = orig(size, use_registers)
         c.update(VIT)
+        # The registers config names its 12 stages; rfdetr sets out_features itself.
+        for k in ("out_indices", "stage_names"):
+            c.pop(k, None)
         return c
 
     d2.get_config = small_config
