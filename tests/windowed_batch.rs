@@ -314,3 +314,44 @@ fn unit_slice_concat_leaves_slices_across_parts_and_input_dependent_operands() {
     let o = apply(&mut g, &detrc::passes::slice_concat::SliceConcat);
     assert!(matches!(o, detrc::pass::Outcome::Unchanged), "{o:?}");
 }
+
+#[test]
+fn batch_profile_fp16_engine_of_the_generalised_rfdetr_builds_for_sm86() {
+    // The multi-camera case: RF-DETR's dynamic export compiled by default, then an engine
+    // with the batch profile 1/2/4 (CPU-only build with the real TensorRT-RTX libraries).
+    let Some(trt) = detrc::build::engine::test_libraries() else {
+        return;
+    };
+    let dir = tmpdir();
+    let dynm = dir.path().join("dyn.onnx");
+    let f = root().join("fixtures/rfdetr/rfdetr_nano_dyn.onnx");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_detrc"))
+        .args([
+            "compile",
+            f.to_str().unwrap(),
+            "-o",
+            dynm.to_str().unwrap(),
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let engine = dir.path().join("b124.engine");
+    let shapes = "input:1x3x128x128/2x3x128x128/4x3x128x128";
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_detrc"))
+        .env("DETRC_TENSORRT_DIR", &trt)
+        .arg("build")
+        .arg(&dynm)
+        .arg("-o")
+        .arg(&engine)
+        .args(["-q", "--precision", "fp16", "--target", "sm86"])
+        .args(["--shapes", shapes])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(detrc::build::sidecar_path(&engine)).unwrap();
+    let sc = detrc::build::Sidecar::from_json(&text).unwrap();
+    assert_eq!(sc.options.shapes, vec![shapes.to_string()]);
+    assert_eq!(sc.inputs[0].shape, vec![-1, 3, 128, 128]);
+    assert_eq!(sc.precision, "fp16");
+}
