@@ -355,3 +355,48 @@ fn batch_profile_fp16_engine_of_the_generalised_rfdetr_builds_for_sm86() {
     assert_eq!(sc.inputs[0].shape, vec![-1, 3, 128, 128]);
     assert_eq!(sc.precision, "fp16");
 }
+
+#[test]
+fn windows_mixed_across_the_batch_are_compiled_as_declared_with_the_node_named() {
+    // A window pattern matched only in part: the windows are folded into the batch, then a
+    // reduction runs over that axis, mixing the windows of every image. The route gives up
+    // at that node, says so, and the model is compiled as declared.
+    let m = M::new(17)
+        .input_dims("x", &["n", "4", "4", "6"])
+        .i64("t1", &[5], &[2, 2, 2, 2, 6])
+        .node("Reshape", &["x", "t1"], &["w1"], vec![])
+        .node(
+            "Transpose",
+            &["w1"],
+            &["w2"],
+            vec![ints_attr("perm", &[0, 2, 1, 3, 4])],
+        )
+        .i64("t2", &[3], &[4, 4, 6])
+        .node("Reshape", &["w2", "t2"], &["win"], vec![])
+        .i64("ax", &[1], &[0])
+        .node(
+            "ReduceMax",
+            &["win", "ax"],
+            &["y"],
+            vec![int_attr("keepdims", 1)],
+        )
+        .output("y");
+    let dir = tmpdir();
+    let f = dir.path().join("windows_mixed.onnx");
+    std::fs::write(&f, encode(&m.model())).unwrap();
+    let c = compile(&f, Batch::Keep);
+    assert!(c.batch.is_none());
+    let route = c.batch_route.as_ref().expect("the route was tried");
+    assert_eq!(route.status, "gave-up");
+    assert_eq!(route.op.as_deref(), Some("ReduceMax"), "{route:?}");
+    assert!(
+        route
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("over the batch")),
+        "{route:?}"
+    );
+    let g = detrc::ir::from_onnx::import(c.model).unwrap();
+    let ty = g.node(g.graph_inputs()[0]).outputs[0].ty.clone().unwrap();
+    assert_eq!(ty.to_string(), "f32[n,4,4,6]");
+}
