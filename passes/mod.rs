@@ -3,7 +3,7 @@
 //!   `fold-scale`;
 //! - `fuse/`: several operators become one: `fuse-layernorm`, `fuse-matmul`;
 //! - `cleanup/`: operators removed or simplified: `eliminate-noops`, `identity-chains`,
-//!   `dead-code`, `cse`, `canonicalize-gather`;
+//!   `dead-code`, `cse`, `canonicalize-gather`, `slice-concat`;
 //! - `detr/`: the DETR-specific passes: `fold-mask`, `prune-aux-heads`;
 //! - `precision/`: the element types computed in: `float64-to-float32`, `to-fp16`, `quantize`;
 //! - `batch/`: `generalize-batch`, one pass in several files (its module doc says why);
@@ -24,7 +24,9 @@ pub mod tensorrt;
 // Each pass keeps the path it had as one file in `passes/` (`passes::cse`, ...): the driver,
 // the build and quantize modules, the tests and the Python package name them that way.
 pub use batch as generalize_batch;
-pub use cleanup::{canonicalize_gather, cse, dead_code, eliminate_noops, identity_chains};
+pub use cleanup::{
+    canonicalize_gather, cse, dead_code, eliminate_noops, identity_chains, slice_concat,
+};
 pub use detr::{fold_mask, prune_aux_heads};
 pub use fold::{fold_batchnorm, fold_constants, fold_scale, infer_shapes};
 pub use fuse::{fuse_layernorm, fuse_matmul};
@@ -51,6 +53,9 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(cleanup::dead_code::DeadCode),
         // Last: the float-to-float Casts it leaves go in eliminate-noops' next round.
         Box::new(precision::float64_to_float32::Float64ToFloat32),
+        // Any place in the order would do (the pipeline runs to a fixed point); last, the
+        // snapshots of the passes before it keep their numbers.
+        Box::new(cleanup::slice_concat::SliceConcat),
     ]
 }
 

@@ -472,6 +472,11 @@ fn unit_a_batch_that_cannot_be_generalised_names_the_node() {
     let p = Pipeline::new(vec![Box::new(detrc::passes::infer_shapes::InferShapes)]);
     p.run(&mut g, &mut |_| {}).unwrap();
     let e = detrc::passes::generalize_batch::generalize(&mut g).unwrap_err();
+    assert_eq!(
+        (e.node.as_deref(), e.op.as_deref()),
+        (Some("ReduceSum_0"), Some("ReduceSum"))
+    );
+    let e = e.to_string();
     assert!(
         e.contains("ReduceSum 'ReduceSum_0'") && e.contains("over the batch"),
         "{e}"
@@ -524,7 +529,9 @@ fn unit_a_scatter_across_images_names_the_node() {
     let mut g = scatter_model(true).graph();
     let p = Pipeline::new(vec![Box::new(detrc::passes::infer_shapes::InferShapes)]);
     p.run(&mut g, &mut |_| {}).unwrap();
-    let e = detrc::passes::generalize_batch::generalize(&mut g).unwrap_err();
+    let e = detrc::passes::generalize_batch::generalize(&mut g)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("ScatterND 'ScatterND_3'") && e.contains("across images"),
         "{e}"
@@ -778,6 +785,41 @@ fn a_batch_generalize_batch_cannot_follow_falls_back_to_the_model_as_declared() 
         ("generalize-batch", "not-applicable")
     );
     assert!(r.details[0].contains("over the batch"), "{:?}", r.details);
+    assert!(
+        r.details[0].contains("at ReduceSum 'ReduceSum_0'"),
+        "{:?}",
+        r.details
+    );
+    // The node and the reason, for --json.
+    let route = c.batch_route.as_ref().expect("the route was tried");
+    assert_eq!(route.status, "gave-up");
+    assert_eq!(route.node.as_deref(), Some("ReduceSum_0"));
+    assert_eq!(route.op.as_deref(), Some("ReduceSum"));
+    assert!(route.reason.as_deref().unwrap().contains("over the batch"));
+    // The command line says it on stderr, also with --json, and puts it in the JSON.
+    let out = dir.path().join("reduce_out.onnx");
+    let o = detrc(&[
+        "compile",
+        f.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not generalised at ReduceSum 'ReduceSum_0'")
+            && err.contains("over the batch"),
+        "{err}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["batch_route"]["status"], "gave-up");
+    assert_eq!(j["batch_route"]["node"], "ReduceSum_0");
+    assert_eq!(j["batch_route"]["op"], "ReduceSum");
+    assert!(j["batch_route"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("over the batch"));
     let g = detrc::ir::from_onnx::import(c.model).unwrap();
     let ty = g.node(g.graph_inputs()[0]).outputs[0].ty.clone().unwrap();
     assert_eq!(ty.to_string(), "f32[n,3]");

@@ -161,3 +161,73 @@ impl Analysis {
         }
     }
 }
+
+/// Why the batch could not be generalised, and at which node when one is to blame: the
+/// driver reports it (stderr, `--json`) and compiles the model as declared.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GiveUp {
+    /// The node's name (its first output's, for an unnamed operator).
+    pub node: Option<String>,
+    /// Its operator type (`initializer`, `input` for a value without an operator).
+    pub op: Option<String>,
+    pub reason: String,
+    /// How the node is named in the message: `Tile '/x/Tile'` in front of the reason.
+    #[serde(skip)]
+    shown: Option<String>,
+}
+
+impl GiveUp {
+    /// At node `n`: the message reads `Op 'name': reason`.
+    pub(super) fn at(g: &Graph, n: NodeId, reason: impl Into<String>) -> Self {
+        let mut e = Self::about(g, n, reason);
+        e.shown = Some(name_of(g, n));
+        e
+    }
+
+    /// Blames node `n`, the reason naming what it needs itself.
+    pub(super) fn about(g: &Graph, n: NodeId, reason: impl Into<String>) -> Self {
+        let node = g.node(n);
+        let (op, name) = match &node.kind {
+            crate::ir::NodeKind::Op(op) if !op.name.is_empty() => {
+                (op.op_type.clone(), op.name.clone())
+            }
+            crate::ir::NodeKind::Op(op) => (op.op_type.clone(), node.outputs[0].name.clone()),
+            crate::ir::NodeKind::Input(_) => ("input".into(), node.outputs[0].name.clone()),
+            crate::ir::NodeKind::Const { .. } => {
+                ("initializer".into(), node.outputs[0].name.clone())
+            }
+        };
+        Self {
+            node: Some(name),
+            op: Some(op),
+            reason: reason.into(),
+            shown: None,
+        }
+    }
+}
+
+impl std::fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.shown {
+            Some(s) => write!(f, "{s}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl From<String> for GiveUp {
+    fn from(reason: String) -> Self {
+        Self {
+            node: None,
+            op: None,
+            reason,
+            shown: None,
+        }
+    }
+}
+
+impl From<&str> for GiveUp {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
+    }
+}

@@ -10,7 +10,7 @@ use crate::ops::Axes;
 use crate::pass::pattern::axes_of;
 use crate::tensor::attrs::{self, axis};
 
-use super::axis::{axes, positional, reshape_follow, shape, Analysis, BatchAxis};
+use super::axis::{axes, positional, reshape_follow, shape, Analysis, BatchAxis, GiveUp};
 
 impl Analysis {
     /// Follows a required batch axis back to the node that must produce it.
@@ -22,7 +22,7 @@ impl Analysis {
         why: &str,
         seen: &mut HashSet<(Port, usize)>,
         sources: &mut Vec<(Port, BatchAxis)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), GiveUp> {
         let here = g.node(p.node).display_name();
         if !seen.insert((p, ba.axis)) {
             return Ok(());
@@ -31,29 +31,38 @@ impl Analysis {
             if *have == ba {
                 return Ok(());
             }
-            return Err(format!(
-                "{} carries the batch on axis {} but {why} needs it on axis {}",
-                g.value(p).name,
-                have.axis,
-                ba.axis
+            return Err(GiveUp::about(
+                g,
+                p.node,
+                format!(
+                    "{} carries the batch on axis {} but {why} needs it on axis {}",
+                    g.value(p).name,
+                    have.axis,
+                    ba.axis
+                ),
             ));
         }
         let n = p.node;
         let s = shape(g, p).ok_or_else(|| format!("{here}: no static shape"))?;
         let b = self.b;
         if s.get(ba.axis) != Some(&ba.size(b)) {
-            return Err(format!(
-                "'{}' ({s:?}) cannot carry a batch of {b} x {} on axis {} ({why})",
-                g.value(p).name,
-                ba.m,
-                ba.axis
+            return Err(GiveUp::about(
+                g,
+                n,
+                format!(
+                    "'{}' ({s:?}) cannot carry a batch of {b} x {} on axis {} ({why})",
+                    g.value(p).name,
+                    ba.m,
+                    ba.axis
+                ),
             ));
         }
         let node = g.node(n);
         let stop = |what: &str| {
-            Err(format!(
-                "{} would need a batch axis ({why}), but {what}",
-                node.display_name()
+            Err(GiveUp::at(
+                g,
+                n,
+                format!("it would need a batch axis ({why}), but {what}"),
             ))
         };
         let op = match &node.kind {

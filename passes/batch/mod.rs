@@ -44,7 +44,8 @@ use crate::pass::{Context, Outcome, Pass};
 
 use crate::analysis::batch::{already_symbolic, batch_inputs, static_batch};
 
-use axis::{name_of, shape, Analysis, Fix};
+pub use axis::GiveUp;
+use axis::{shape, Analysis, Fix};
 use batch_size::NSource;
 
 pub use axis::BatchAxis;
@@ -64,12 +65,14 @@ impl Pass for GeneralizeBatch {
         if already_symbolic(g) {
             return Ok(Outcome::Unchanged);
         }
-        generalize(g).map(Outcome::changed)
+        generalize(g)
+            .map(Outcome::changed)
+            .map_err(|e| e.to_string())
     }
 }
 
 /// Runs forward and backward to a fixed point on a graph with static shapes at batch `b`.
-fn analyse(g: &Graph, b: i64) -> Result<Analysis, String> {
+fn analyse(g: &Graph, b: i64) -> Result<Analysis, GiveUp> {
     let mut sources: Vec<(Port, BatchAxis)> = Vec::new();
     for round in 0..64 {
         let mut an = Analysis {
@@ -107,12 +110,15 @@ fn analyse(g: &Graph, b: i64) -> Result<Analysis, String> {
                 if let Some(o) = o {
                     let p = Port::new(n, s);
                     if shape(g, p).and_then(|v| v.get(o.axis).copied()) != Some(o.size(b)) {
-                        return Err(format!(
-                            "{}: output '{}' would carry the batch on axis {} but that axis \
-                             is not a multiple of {b}",
-                            name_of(g, n),
-                            g.value(p).name,
-                            o.axis
+                        return Err(GiveUp::at(
+                            g,
+                            n,
+                            format!(
+                                "output '{}' would carry the batch on axis {} but that axis \
+                                 is not a multiple of {b}",
+                                g.value(p).name,
+                                o.axis
+                            ),
                         ));
                     }
                     an.batch.insert(p, o);
@@ -132,10 +138,15 @@ fn analyse(g: &Graph, b: i64) -> Result<Analysis, String> {
         sources.sort();
         sources.dedup();
         if sources.len() == before {
-            return Err(format!(
-                "'{}' must carry the batch ({}), but no source for it was found (round {round})",
-                g.value(first.0).name,
-                first.2
+            return Err(GiveUp::about(
+                g,
+                first.0.node,
+                format!(
+                    "'{}' must carry the batch ({}), but no source for it was found (round \
+                     {round})",
+                    g.value(first.0).name,
+                    first.2
+                ),
             ));
         }
     }
@@ -143,7 +154,7 @@ fn analyse(g: &Graph, b: i64) -> Result<Analysis, String> {
 }
 
 /// The whole rewrite. Returns one line per change, saying why.
-pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
+pub fn generalize(g: &mut Graph) -> Result<Vec<String>, GiveUp> {
     let b = static_batch(g)?;
     crate::analysis::typing::type_unruled(g);
     let an = analyse(g, b)?;
@@ -154,14 +165,15 @@ pub fn generalize(g: &mut Graph) -> Result<Vec<String>, String> {
     for o in &g.outputs {
         if let Some(ba) = an.batch.get(&o.src) {
             if ba.outer != 1 {
-                return Err(format!(
-                    "{}: output '{}' would hold the batch merged into axis {} with a factor of \
-                     {} (images interleaved, not one slice per image): the traced graph lost \
-                     its per-image layout at batch {b}",
-                    name_of(g, o.src.node),
-                    o.name,
-                    ba.axis,
-                    ba.outer
+                return Err(GiveUp::at(
+                    g,
+                    o.src.node,
+                    format!(
+                        "output '{}' would hold the batch merged into axis {} with a factor of \
+                         {} (images interleaved, not one slice per image): the traced graph \
+                         lost its per-image layout at batch {b}",
+                        o.name, ba.axis, ba.outer
+                    ),
                 ));
             }
         }

@@ -7,7 +7,7 @@ use crate::ir::{Graph, NodeKind, Port};
 use crate::ops::Axes;
 use crate::tensor::Tensor;
 
-use super::axis::{axes, shape, Analysis, BatchAxis};
+use super::axis::{axes, shape, Analysis, BatchAxis, GiveUp};
 use super::batch_size::NSource;
 
 /// True if every consumer of `p` broadcasts it against another input that carries the batch
@@ -83,7 +83,7 @@ pub(super) fn per_image_constants(
     ns: &mut NSource,
     input_name: &str,
     lines: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), GiveUp> {
     let b = an.b;
     let mut consts: Vec<(Port, BatchAxis)> = an
         .batch
@@ -98,17 +98,25 @@ pub(super) fn per_image_constants(
             .map_err(|e| format!("initializer '{name}': {e}"))?;
         let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
         if ba.outer != 1 {
-            return Err(format!(
-                "initializer '{name}' {dims:?} holds the batch inside axis {} behind a factor \
-                 of {}; no rule to generalise it",
-                ba.axis, ba.outer
+            return Err(GiveUp::at(
+                g,
+                p.node,
+                format!(
+                    "{dims:?} holds the batch inside axis {} behind a factor of {}; no rule \
+                     to generalise it",
+                    ba.axis, ba.outer
+                ),
             ));
         }
         let Some(img) = one_image(&t, ba.axis, ba.m as usize) else {
-            return Err(format!(
-                "initializer '{name}' {dims:?} holds {b} different images on axis {}: it \
-                 depends on the traced inputs and cannot be generalised",
-                ba.axis
+            return Err(GiveUp::at(
+                g,
+                p.node,
+                format!(
+                    "{dims:?} holds {b} different images on axis {}: it depends on the \
+                     traced inputs and cannot be generalised",
+                    ba.axis
+                ),
             ));
         };
         let broadcasts = ba.m == 1 && ba.outer == 1 && broadcast_users(g, an, p, ba);

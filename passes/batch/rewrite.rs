@@ -10,7 +10,7 @@ use crate::tensor::Tensor;
 
 use crate::analysis::batch::{batch_inputs, BATCH_PARAM};
 
-use super::axis::{ints_input, name_of, shape, Analysis, BatchAxis, Fix};
+use super::axis::{ints_input, name_of, shape, Analysis, BatchAxis, Fix, GiveUp};
 use super::batch_size::NSource;
 use super::per_image::one_image_indices;
 
@@ -26,7 +26,7 @@ pub(super) fn apply_fixes(
     ns: &mut NSource,
     input_name: &str,
     lines: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), GiveUp> {
     let b = an.b;
     let nb = b + 1; // a batch size the rewritten shapes are checked at
     for fix in an.fixes.clone() {
@@ -40,9 +40,10 @@ pub(super) fn apply_fixes(
                 let out = shape(g, Port::new(node, 0))
                     .ok_or_else(|| format!("{}: no shape", name_of(g, node)))?;
                 let Some(old) = ints_input(g, node, 1) else {
-                    return Err(format!(
-                        "{}: its target is computed at run time from the batch",
-                        name_of(g, node)
+                    return Err(GiveUp::at(
+                        g,
+                        node,
+                        "its target is computed at run time from the batch",
                     ));
                 };
                 let allowzero =
@@ -66,9 +67,10 @@ pub(super) fn apply_fixes(
                 if ops::reshape_target(&to_usize(&an_), &new, allowzero).ok()
                     != Some(to_usize(&want))
                 {
-                    return Err(format!(
-                        "{}: no target {new:?} follows the batch",
-                        name_of(g, node)
+                    return Err(GiveUp::at(
+                        g,
+                        node,
+                        format!("no target {new:?} follows the batch"),
                     ));
                 }
                 lines.push(format!(
@@ -147,11 +149,11 @@ pub(super) fn apply_fixes(
                 let (Some(data), Some(ip), Some(upd)) =
                     (g.input(node, 0), g.input(node, 1), g.input(node, 2))
                 else {
-                    return Err(format!("{name}: an input is missing"));
+                    return Err(GiveUp::at(g, node, "an input is missing"));
                 };
                 let idx = g.const_tensor(ip).and_then(|t| Tensor::from_proto(t).ok());
                 let Some(Tensor::I64(idx)) = idx else {
-                    return Err(format!("{name}: its indices are not a constant"));
+                    return Err(GiveUp::at(g, node, "its indices are not a constant"));
                 };
                 let is = idx.shape().to_vec();
                 let rest = one_image_indices(&idx, ua, a)
@@ -276,7 +278,7 @@ fn with_batch_dim(ty: &TensorType, ba: BatchAxis) -> TensorType {
     t
 }
 
-pub(super) fn retype(g: &mut Graph, an: &Analysis) -> Result<(), String> {
+pub(super) fn retype(g: &mut Graph, an: &Analysis) -> Result<(), GiveUp> {
     for n in batch_inputs(g) {
         let ba = BatchAxis {
             axis: 0,

@@ -7,3 +7,4 @@ pub mod cse;
 pub mod dead_code;
 pub mod eliminate_noops;
 pub mod identity_chains;
+pub mod slice_concat;

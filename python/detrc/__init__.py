@@ -119,6 +119,17 @@ class Verification(TypedDict):
     outputs: List[OutputDiff]
 
 
+class BatchRoute(TypedDict):
+    """How a dynamic-batch model's batch route went (``report["batch_route"]``): status
+    "generalised", or "gave-up" with the node, its operator and the reason (the model was then
+    compiled as declared)."""
+
+    status: str
+    node: Optional[str]
+    op: Optional[str]
+    reason: Optional[str]
+
+
 class CompileReport(TypedDict):
     """What :func:`compile` did; the same fields as ``detrc compile --report``."""
 
@@ -131,6 +142,7 @@ class CompileReport(TypedDict):
     steps: List[PassStep]
     verification: Optional[Verification]
     had_external_data: bool
+    batch_route: Optional[BatchRoute]
     seconds: float
 
 
@@ -311,7 +323,8 @@ def compile(
         (op type -> count), ``steps`` (one dict per pass execution: ``step``, ``iteration``,
         ``pass``, ``status``, ``details``, ``ops_before``, ``ops_after``, ``millis``),
         ``verification`` (``None`` unless ``verify``), ``seconds``, ``input``, ``output``,
-        ``had_external_data``.
+        ``had_external_data``, ``batch_route`` (``None`` unless the model's batch is dynamic:
+        ``status`` "generalised", or "gave-up" with ``node``, ``op``, ``reason``).
 
     Raises:
         TypeError: an argument of the wrong type (the message says what is accepted).

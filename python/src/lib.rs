@@ -310,6 +310,7 @@ fn compile_impl(
         "verification": verification,
         "had_external_data": compiled.had_external_data,
         "batch": compiled.batch,
+        "batch_route": compiled.batch_route,
         "seconds": seconds,
         "precision": precision,
     });

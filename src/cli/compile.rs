@@ -280,6 +280,17 @@ pub fn run(a: Args) -> Result<(), Exit> {
             );
         }
     }
+    // A dynamic-batch model the route gave up on is never compiled as declared silently: the
+    // pass log says it too, but --json hides the log.
+    if let Some(route) = compiled
+        .batch_route
+        .as_ref()
+        .filter(|r| r.status == "gave-up")
+    {
+        if a.json && !a.quiet {
+            eprintln!("warning: {}", route.describe());
+        }
+    }
     let before: usize = compiled.ops_before.values().sum();
     let after: usize = compiled.ops_after.values().sum();
     if let Some(r) = &a.report {
@@ -291,6 +302,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "ops_before": compiled.ops_before,
             "ops_after": compiled.ops_after,
             "steps": compiled.reports,
+            "batch_route": compiled.batch_route,
             "verification": verification,
             "precision": precision,
         });
@@ -306,6 +318,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "verified_with": verification.as_ref().map(|v| v.runtime.clone()),
             "runtime_rewrites": verification.as_ref().and_then(|v| v.rewrites.clone()),
             "precision": precision,
+            "batch_route": compiled.batch_route,
         });
         println!("{}", serde_json::to_string(&j)?);
     } else if !a.quiet {

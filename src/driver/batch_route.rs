@@ -12,6 +12,7 @@ use super::input_shapes::Batch;
 use crate::error::{Error, Result};
 use crate::ir::Graph;
 use crate::pass::{Event, Pipeline, Report};
+use crate::passes::generalize_batch::GiveUp;
 
 /// How the batch of a compiled model relates to the original's.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -22,6 +23,54 @@ pub struct BatchChange {
     pub result: Option<i64>,
     /// Every input's shape at the traced batch (the original runs with these).
     pub input_shapes: Vec<(String, Vec<usize>)>,
+}
+
+/// How the batch route ended, for the compile report and `--json`: a model it gave up on is
+/// compiled as declared, and the node and reason say why, never silently.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteStatus {
+    /// `generalised`: compiled at the traced batch and made symbolic again; `gave-up`:
+    /// compiled as declared.
+    pub status: &'static str,
+    /// The node the route stopped at (name, operator type), where one is to blame.
+    pub node: Option<String>,
+    pub op: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl RouteStatus {
+    pub(super) fn generalised() -> Self {
+        Self {
+            status: "generalised",
+            node: None,
+            op: None,
+            reason: None,
+        }
+    }
+
+    pub(super) fn gave_up(at: Option<&GiveUp>, reason: String) -> Self {
+        Self {
+            status: "gave-up",
+            node: at.and_then(|g| g.node.clone()),
+            op: at.and_then(|g| g.op.clone()),
+            reason: Some(reason),
+        }
+    }
+
+    /// One line for stderr.
+    pub fn describe(&self) -> String {
+        match (&self.node, &self.op) {
+            (Some(n), Some(op)) => format!(
+                "the dynamic batch was not generalised at {op} '{n}' ({}); compiled with the \
+                 batch as declared",
+                self.reason.as_deref().unwrap_or("")
+            ),
+            _ => format!(
+                "the dynamic batch was not generalised ({}); compiled with the batch as declared",
+                self.reason.as_deref().unwrap_or("")
+            ),
+        }
+    }
 }
 
 /// Whether the model's batch is symbolic and everything else about its inputs static: the
@@ -67,13 +116,14 @@ pub fn may_route_batch(path: &Path) -> bool {
 
 /// Compiles at the batch the model was traced at (declared, found from its shapes, or with
 /// `run_probe` found by running it), then makes the batch symbolic (`Batch::Dynamic`) or
-/// static at another size.
+/// static at another size. Where `generalize-batch` gives up, `gave_up` says at which node.
 pub(super) fn compile_at_batch(
     mut g: Graph,
     pipeline: &Pipeline,
     want: Batch,
     run_probe: bool,
     on: &mut dyn FnMut(Event),
+    gave_up: &mut Option<GiveUp>,
 ) -> Result<(Graph, Vec<Report>, BatchChange)> {
     let mut reports: Vec<Report>;
     let declared = input_shapes::declared_batch(&g)?;
@@ -141,11 +191,15 @@ pub(super) fn compile_at_batch(
         let lines = crate::passes::generalize_batch::generalize(&mut g)
             .and_then(|l| {
                 g.fix_output_names();
-                g.validate().map(|_| l)
+                g.validate().map(|_| l).map_err(GiveUp::from)
             })
-            .map_err(|reason| Error::Pass {
-                pass: pass.into(),
-                reason,
+            .map_err(|e| {
+                let reason = e.to_string();
+                *gave_up = Some(e);
+                Error::Pass {
+                    pass: pass.into(),
+                    reason,
+                }
             })?;
         let r = Report {
             step: reports.len() + 1,

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::batch_route::{self, BatchChange};
+use super::batch_route::{self, BatchChange, RouteStatus};
 use super::input_shapes::{self, Batch, ShapeOptions};
 use crate::error::{Error, Result};
 use crate::ir::Graph;
@@ -17,6 +17,8 @@ pub struct Compiled {
     /// Set when `--batch` changed the batch: how, for verification at several batch sizes.
     pub batch: Option<BatchChange>,
     pub reports: Vec<Report>,
+    /// How the batch route went, for a model it was tried on (`None`: not tried).
+    pub batch_route: Option<RouteStatus>,
     pub ops_before: std::collections::BTreeMap<String, usize>,
     pub ops_after: std::collections::BTreeMap<String, usize>,
     pub had_external_data: bool,
@@ -62,6 +64,7 @@ pub(super) fn compile_graph_with(
     input_shapes::apply_input_shapes(&mut g, &shapes.input_shapes)?;
     let mut batch = None;
     let mut reports = Vec::new();
+    let mut route = None;
     if shapes.batch == Batch::Keep {
         let mut routed = None;
         if !shapes.plain && shapes.input_shapes.is_empty() && batch_route::symbolic_batch_only(&g) {
@@ -69,27 +72,49 @@ pub(super) fn compile_graph_with(
             let name = crate::analysis::batch::batch_param(&g);
             // Unasked, the route never runs the model: no size of SHAPE_PROBE that fits means
             // the model as declared.
-            match batch_route::compile_at_batch(g.clone(), pipeline, Batch::Dynamic, false, on) {
+            let mut at = None;
+            let mut quiet = |_: Event| {};
+            // The route's own steps are reported only when it succeeds: a model it gives up
+            // on is compiled again as declared, and that compile's steps are the report.
+            match batch_route::compile_at_batch(
+                g.clone(),
+                pipeline,
+                Batch::Dynamic,
+                false,
+                &mut quiet,
+                &mut at,
+            ) {
                 Ok(mut done) => {
                     if let Some(name) = name {
                         let ours = crate::analysis::batch::BATCH_PARAM;
                         input_shapes::rename_dim_param(&mut done.0, ours, &name);
                     }
+                    for r in &done.1 {
+                        on(Event::Done(r));
+                    }
+                    route = Some(RouteStatus::generalised());
                     routed = Some(done)
                 }
-                Err(e) => reports.push(Report {
-                    step: 1,
-                    iteration: 1,
-                    pass: "generalize-batch".into(),
-                    status: crate::pass::Status::NotApplicable,
-                    details: vec![format!(
-                        "compiled with the batch left symbolic instead of at the traced batch \
-                         and generalised: {e}"
-                    )],
-                    ops_before: g.num_ops(),
-                    ops_after: g.num_ops(),
-                    millis: t0.elapsed().as_secs_f64() * 1e3,
-                }),
+                Err(e) => {
+                    let reason = match (&at, e) {
+                        (Some(at), _) => at.reason.clone(),
+                        (None, e) => e.to_string(),
+                    };
+                    let status = RouteStatus::gave_up(at.as_ref(), reason);
+                    let r = Report {
+                        step: 1,
+                        iteration: 1,
+                        pass: "generalize-batch".into(),
+                        status: crate::pass::Status::NotApplicable,
+                        details: vec![status.describe()],
+                        ops_before: g.num_ops(),
+                        ops_after: g.num_ops(),
+                        millis: t0.elapsed().as_secs_f64() * 1e3,
+                    };
+                    on(Event::Done(&r));
+                    reports.push(r);
+                    route = Some(status);
+                }
             }
         }
         match routed {
@@ -121,7 +146,12 @@ pub(super) fn compile_graph_with(
             }
         }
     } else {
-        let (h, r, change) = batch_route::compile_at_batch(g, pipeline, shapes.batch, true, on)?;
+        let mut at = None;
+        let (h, r, change) =
+            batch_route::compile_at_batch(g, pipeline, shapes.batch, true, on, &mut at)?;
+        if shapes.batch == Batch::Dynamic {
+            route = Some(RouteStatus::generalised());
+        }
         g = h;
         reports = r;
         batch = Some(change);
@@ -136,6 +166,7 @@ pub(super) fn compile_graph_with(
         model: g.export(),
         batch,
         reports,
+        batch_route: route,
         ops_before,
         ops_after,
         had_external_data,

@@ -17,7 +17,7 @@ mod verify;
 
 use std::path::Path;
 
-pub use batch_route::BatchChange;
+pub use batch_route::{BatchChange, RouteStatus};
 pub use compile::{compile, compile_with, Compiled};
 pub use fp16_check::{
     CheckInputs, DetectionCheck, Fp16Options, Fp16Report, Kept, OutputCheck, Overflow,

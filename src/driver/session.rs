@@ -144,6 +144,8 @@ impl Session {
             output
         };
         let expected = self.original_first(source, output, &shapes)?;
+        // Why the batch route's result was dropped, once it failed verification.
+        let mut dropped: Option<super::RouteStatus> = None;
         loop {
             let t0 = Instant::now();
             let (g, had_external_data) = source.load().map_err(SessionError::Compile)?;
@@ -151,6 +153,9 @@ impl Session {
             let mut compiled =
                 compile_graph_with(g, had_external_data, &self.pipeline, &shapes, &mut on)
                     .map_err(SessionError::Compile)?;
+            if dropped.is_some() {
+                compiled.batch_route = dropped.clone();
+            }
             super::mark_compiled(&mut compiled.model);
             progress(Progress::Phase("compiled"));
             progress(Progress::Compiled);
@@ -201,6 +206,14 @@ impl Session {
                         failed: &v,
                         tol: vo.tol,
                     });
+                    dropped = Some(super::RouteStatus::gave_up(
+                        None,
+                        format!(
+                            "the model compiled at its traced batch and generalised failed \
+                             verification: {}",
+                            v.failure_message(vo.tol)
+                        ),
+                    ));
                     shapes.plain = true;
                     continue;
                 }

@@ -7,13 +7,13 @@ use crate::pass::pattern::axes_of;
 use crate::tensor::attrs::{self, axis};
 use crate::tensor::Tensor;
 
-use super::super::axis::{name_of, shape, Analysis, BatchAxis, Fix};
+use super::super::axis::{name_of, shape, Analysis, BatchAxis, Fix, GiveUp};
 use super::super::per_image::one_image_indices;
 use super::Site;
 
 impl Analysis {
     /// The rules of this group, and the error for an operator no rule covers.
-    pub(super) fn forward_compute(&mut self, s: &Site) -> Result<Vec<Option<BatchAxis>>, String> {
+    pub(super) fn forward_compute(&mut self, s: &Site) -> Result<Vec<Option<BatchAxis>>, GiveUp> {
         let Site {
             g,
             n,
@@ -25,7 +25,7 @@ impl Analysis {
         } = *s;
         let (ins, in_b, name) = (&s.ins, &s.in_b, &s.name);
         let out0 = s.out0.clone();
-        let fail = |why: &str| Err(format!("{name}: {why}"));
+        let fail = |why: &str| Err(GiveUp::at(g, n, why));
         let one = |v: Option<BatchAxis>| {
             let mut r = vec![None; nouts];
             if nouts > 0 {

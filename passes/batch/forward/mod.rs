@@ -13,7 +13,7 @@ use crate::load::proto::AttributeProto;
 use crate::ops::{self, Axes};
 use crate::tensor::attrs::axis;
 
-use super::axis::{axes, ints_input, name_of, shape, Analysis, BatchAxis, Fix};
+use super::axis::{axes, ints_input, name_of, shape, Analysis, BatchAxis, Fix, GiveUp};
 
 /// One operator as the forward rules read it, gathered once by `Analysis::forward` and
 /// handed to the rules of `shape` and `compute`.
@@ -40,7 +40,7 @@ impl Analysis {
         n: NodeId,
         ins: &[Option<Port>],
         out: &[i64],
-    ) -> Result<Option<BatchAxis>, String> {
+    ) -> Result<Option<BatchAxis>, GiveUp> {
         let ro = out.len();
         let mut res: Option<BatchAxis> = None;
         for p in ins.iter().flatten() {
@@ -52,9 +52,10 @@ impl Analysis {
                     outer: ba.outer,
                 };
                 if res.is_some_and(|x| x != oa) {
-                    return Err(format!(
-                        "{}: its inputs carry the batch on different axes",
-                        name_of(g, n)
+                    return Err(GiveUp::at(
+                        g,
+                        n,
+                        "its inputs carry the batch on different axes",
                     ));
                 }
                 res = Some(oa);
@@ -66,10 +67,13 @@ impl Analysis {
                 continue;
             }
             let Some(s) = shape(g, *p) else {
-                return Err(format!(
-                    "{}: input '{}' meets the batch but has no static shape",
-                    name_of(g, n),
-                    g.value(*p).name
+                return Err(GiveUp::at(
+                    g,
+                    n,
+                    format!(
+                        "input '{}' meets the batch but has no static shape",
+                        g.value(*p).name
+                    ),
                 ));
             };
             let Some(k) = (oa.axis + s.len()).checked_sub(ro) else {
@@ -95,7 +99,7 @@ impl Analysis {
         &mut self,
         g: &Graph,
         n: NodeId,
-    ) -> Result<Vec<Option<BatchAxis>>, String> {
+    ) -> Result<Vec<Option<BatchAxis>>, GiveUp> {
         let node = g.node(n);
         let op = node.op().expect("operator");
         let t = op.op_type.as_str();
@@ -106,7 +110,7 @@ impl Analysis {
         let outs: Vec<Option<Vec<i64>>> = (0..nouts).map(|s| shape(g, Port::new(n, s))).collect();
         let any = in_b.iter().any(Option::is_some);
         let name = name_of(g, n);
-        let fail = |why: &str| Err(format!("{name}: {why}"));
+        let fail = |why: &str| Err(GiveUp::at(g, n, why));
         if !crate::ir::is_onnx_domain(&op.domain) {
             return if any {
                 fail("a custom operator reads the batch; no rule to generalise it")

@@ -8,13 +8,13 @@ use crate::pass::pattern::axes_of;
 use crate::tensor::attrs::{self, axis};
 
 use super::super::axis::{
-    ints_input, name_of, product, reshape_follow, shape, Analysis, BatchAxis, Fix,
+    ints_input, name_of, product, reshape_follow, shape, Analysis, BatchAxis, Fix, GiveUp,
 };
 use super::Site;
 
 impl Analysis {
     /// The rules of this group; any other operator goes on to `Analysis::forward_compute`.
-    pub(super) fn forward_shape(&mut self, s: &Site) -> Result<Vec<Option<BatchAxis>>, String> {
+    pub(super) fn forward_shape(&mut self, s: &Site) -> Result<Vec<Option<BatchAxis>>, GiveUp> {
         let Site {
             g,
             n,
@@ -27,7 +27,7 @@ impl Analysis {
         let (ins, in_b, name) = (&s.ins, &s.in_b, &s.name);
         let (src, out0) = (s.src.clone(), s.out0.clone());
         let b = self.b;
-        let fail = |why: &str| Err(format!("{name}: {why}"));
+        let fail = |why: &str| Err(GiveUp::at(g, n, why));
         let one = |v: Option<BatchAxis>| {
             let mut r = vec![None; nouts];
             if nouts > 0 {
