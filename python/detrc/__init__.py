@@ -432,6 +432,7 @@ def build(
     method: str = "mse",
     percentile: float = 99.99,
     max_images: Optional[int] = None,
+    resize: str = "torch",
 ) -> Dict[str, Any]:
     """Build a TensorRT-RTX engine from a model: what ``detrc build`` does, in this process.
 
@@ -461,6 +462,8 @@ def build(
             or ``"entropy"`` (see docs/int8.md).
         percentile: the percentile of ``|x|`` that ``method="percentile"`` keeps.
         max_images: calibrate on at most this many images (the first by file name).
+        resize: how calibration images are resized: ``"torch"`` (bilinear, no antialiasing)
+            or ``"pil"`` (PIL's antialiased bilinear), as ``detrc run --resize``.
 
     Returns:
         The engine's sidecar as a dict (``detrc build --json``): inputs, outputs, targets,
@@ -480,6 +483,8 @@ def build(
         raise _fail_type(f, "precision", '"fp32", "fp16", "int8", "fp8" or None', precision)
     if not isinstance(method, str):
         raise _fail_type(f, "method", '"mse", "max", "percentile" or "entropy"', method)
+    if not isinstance(resize, str):
+        raise _fail_type(f, "resize", '"torch" or "pil"', resize)
     profiles = []
     if shapes is not None:
         if not isinstance(shapes, Mapping):
@@ -501,6 +506,7 @@ def build(
         "method": method,
         "percentile": _float(f, "percentile", percentile),
         "max_images": _int(f, "max_images", max_images, optional=True),
+        "resize": resize,
     }
     if kind == "path":
         text = _detrc.build(data, out, options)

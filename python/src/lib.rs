@@ -358,6 +358,8 @@ struct BuildArgs {
     method: String,
     percentile: f64,
     max_images: Option<usize>,
+    /// "torch" or "pil": how calibration images are resized (`detrc build --resize`).
+    resize: String,
 }
 
 /// Builds a TensorRT-RTX engine like `detrc build`; returns the sidecar JSON.
@@ -378,6 +380,16 @@ fn build(py: Python<'_>, model: PathBuf, output: PathBuf, options: BuildArgs) ->
         if a.max_images == Some(0) {
             return Err(Failure::new("usage", "max_images must be at least 1"));
         }
+        let resize = match a.resize.as_str() {
+            "torch" => detrc::run::Resize::Torch,
+            "pil" => detrc::run::Resize::Pil,
+            other => {
+                return Err(Failure::new(
+                    "usage",
+                    format!("resize={other:?}: expected \"torch\" or \"pil\""),
+                ))
+            }
+        };
         let calibration = match &a.calibration {
             Some(dir) if precision.quant_format().is_some() => Some(detrc::build::Calibration {
                 dir: dir.clone(),
@@ -387,6 +399,7 @@ fn build(py: Python<'_>, model: PathBuf, output: PathBuf, options: BuildArgs) ->
                     format: detrc::quant::Format::Int8,
                     residual: true,
                     weight_only: false,
+                    resize,
                 },
             }),
             Some(_) => {

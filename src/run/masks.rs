@@ -290,6 +290,21 @@ mod tests {
             o("pred_masks", &[1, 10, 16, 24]),
         ];
         assert_eq!(find(&two, HEADS, 1), MaskOutput::Found(3));
+        // a deploy graph that decodes itself: masks per emitted slot K
+        let graph = [
+            o("labels", &[-1, 8]),
+            o("boxes", &[-1, 8, 4]),
+            o("scores", &[-1, 8]),
+            o("seg", &[-1, 8, 40, 40]),
+        ];
+        let lay = Layout::Graph {
+            labels: 0,
+            boxes: 1,
+            scores: 2,
+        };
+        assert_eq!(find(&graph, lay, 2), MaskOutput::Found(3));
+        // the batch must fit where it is declared
+        assert_ne!(find(&outs, HEADS, 2), MaskOutput::Found(2));
     }
 
     #[test]
@@ -349,5 +364,36 @@ mod tests {
         };
         assert_eq!(m.bits(0, 0, 4, 2), [0, 0, 1, 1, 0, 0, 1, 1]);
         assert!(m.bits(0, 0, 0, 3).is_empty());
+        // batch 2 x 2 queries: each (image, query) reads its own plane
+        let m = MaskLogits {
+            batch: 2,
+            queries: 2,
+            height: 1,
+            width: 1,
+            data: vec![1.0, -1.0, -1.0, 1.0],
+        };
+        let got: Vec<Vec<u8>> = [(0, 0), (0, 1), (1, 0), (1, 1)]
+            .iter()
+            .map(|&(b, q)| m.bits(b, q, 2, 1))
+            .collect();
+        assert_eq!(got, [vec![1, 1], vec![0, 0], vec![0, 0], vec![1, 1]]);
+    }
+
+    #[test]
+    fn take_checks_the_runtime_shape() {
+        let mut raw: RawOutputs = vec![
+            ("logits".into(), vec![1, 2, 3], vec![0.0; 6]),
+            ("m".into(), vec![1, 2, 2, 2], vec![0.5; 8]),
+        ];
+        let m = MaskLogits::take(&mut raw, 1, 1).unwrap();
+        assert_eq!((m.queries, m.height, m.width), (2, 2, 2));
+        assert_eq!(
+            raw.len(),
+            1,
+            "the mask output leaves the outputs the decode reads"
+        );
+        let mut bad: RawOutputs = vec![("m".into(), vec![2, 2, 2, 2], vec![0.5; 16])];
+        let e = MaskLogits::take(&mut bad, 0, 1).unwrap_err();
+        assert!(e.contains("expected [1, Q, h, w]"), "{e}");
     }
 }
