@@ -19,6 +19,8 @@ use detrc::reference::compare::Tolerance;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+mod run;
+
 /// Why a call failed, before it becomes a Python exception (which needs the GIL back).
 enum Failure {
     /// A category of `detrc._errors.BY_CATEGORY`, the message, and extra data as JSON.
@@ -471,6 +473,7 @@ fn _detrc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(build, m)?)?;
+    m.add_function(wrap_pyfunction!(run::run, m)?)?;
     m.add_function(wrap_pyfunction!(passes, m)?)?;
     m.add_function(wrap_pyfunction!(cli, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
