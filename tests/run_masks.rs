@@ -204,3 +204,88 @@ fn unknown_mask_layout_runs_boxes_only_with_a_warning() {
         stderr(&o)
     );
 }
+
+/// A hand-made segmentation head on a dynamic batch: masks from a pooled 1x1 convolution of the
+/// image, logits and boxes from its channel means, so every image gets its own masks.
+fn dynamic_seg_model(path: &Path) {
+    use common::{encode, ints_attr, M};
+    let (q, c) = (4i64, 3i64);
+    let m = M::new(17)
+        .input_dims("pixel_values", &["N", "3", "64", "96"])
+        .rand("wm", &[q, 3, 1, 1], 11)
+        .rand("bm", &[q], 12)
+        .rand("wl", &[3, q * c], 13)
+        .rand("wb", &[3, q * 4], 14)
+        .i64("shape_l", &[3], &[-1, q, c])
+        .i64("shape_b", &[3], &[-1, q, 4])
+        .node(
+            "AveragePool",
+            &["pixel_values"],
+            &["pooled"],
+            vec![
+                ints_attr("kernel_shape", &[4, 4]),
+                ints_attr("strides", &[4, 4]),
+            ],
+        )
+        .node("Conv", &["pooled", "wm", "bm"], &["masks"], vec![])
+        .node("GlobalAveragePool", &["pixel_values"], &["gap"], vec![])
+        .node("Flatten", &["gap"], &["flat"], vec![])
+        .node("MatMul", &["flat", "wl"], &["l2"], vec![])
+        .node("Reshape", &["l2", "shape_l"], &["logits"], vec![])
+        .node("MatMul", &["flat", "wb"], &["b2"], vec![])
+        .node("Reshape", &["b2", "shape_b"], &["b3"], vec![])
+        .node("Sigmoid", &["b3"], &["pred_boxes"], vec![])
+        .output("logits")
+        .output("pred_boxes")
+        .output("masks");
+    std::fs::write(path, encode(&m.model())).unwrap();
+}
+
+#[test]
+fn batched_masks_belong_to_their_image() {
+    // 3 images in batches of 2 (the last padded) give the masks of batches of 1, and the
+    // reference's at batch 2
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("seg_dynamic.onnx");
+    dynamic_seg_model(&model);
+    let m = model.to_str().unwrap();
+    let (one, j1) = run(m, &dir.path().join("b1"), &["--decode", "sigmoid"]);
+    let (two, j2) = run(
+        m,
+        &dir.path().join("b2"),
+        &["--decode", "sigmoid", "--batch", "2"],
+    );
+    assert_eq!(
+        (j1["masks"].as_str(), j2["batch"].as_u64()),
+        (Some("masks"), Some(2))
+    );
+    assert_eq!(one.len(), 12);
+    compare(&two, &one);
+    for (a, b) in one.iter().zip(&two) {
+        assert_eq!(a.segmentation, b.segmentation, "{}", a.image);
+    }
+    // the images' masks differ from each other: a mix-up would show
+    let first: Vec<_> = one.iter().map(|d| d.segmentation.clone()).collect();
+    assert_ne!(first[0], first[4]);
+    let Some(py) = ort_python() else { return };
+    let want = reference(
+        &py,
+        m,
+        &[
+            "--images",
+            IMAGES,
+            "--threshold",
+            "0",
+            "--decode",
+            "sigmoid",
+            "--batch",
+            "2",
+        ],
+        &dir.path().join("ref.json"),
+    );
+    compare(&two, &want);
+    for (a, b) in two.iter().zip(&want) {
+        let (w, h) = image_size(&a.image);
+        assert!(iou(&mask_of(a, w, h), &mask_of(b, w, h)) >= 0.99, "{a:?}");
+    }
+}
