@@ -237,8 +237,10 @@ def main() -> None:
     assert all(n in out_names for n in wanted), out_names
     shapes = {o.name: o.shape for o in sess.get_outputs()}
     q = shapes[wanted[0]][1]
+    # a symbolic dimension (a dynamic export's) fits any count
     masks = [o.name for o in sess.get_outputs()
-             if o.name not in wanted and len(o.shape) == 4 and o.shape[1] == q]
+             if o.name not in wanted and len(o.shape) == 4
+             and (not isinstance(o.shape[1], int) or not isinstance(q, int) or o.shape[1] == q)]
     assert len(masks) <= 1, masks
     wanted += masks
 
