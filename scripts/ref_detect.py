@@ -3,10 +3,11 @@
 numpy and PIL, written separately from the Rust code, for tests/run_detect.rs and
 tests/run_decode.rs.
 
-Pre-processing (documented in src/run/preprocess.rs): decode with PIL, RGB, bilinear resize
-to the model's H x W with half-pixel centers and no antialiasing (as
-torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=False); NOT
-PIL's resize, which antialiases when shrinking), /255, then ImageNet mean/std
+Pre-processing (documented in src/run/preprocess.rs): decode with PIL, RGB, resize to the
+model's H x W: --resize torch (default) is bilinear with half-pixel centers and no antialiasing
+(as torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=False)),
+written here in numpy; --resize pil is PIL's own Image.resize(BILINEAR) (antialiased), then
+/255, then ImageNet mean/std
 (--normalize imagenet, the default for softmax and sigmoid) or nothing (--normalize none,
 the default for graph), NCHW float32. Batches of the model's batch B (a dynamic batch is
 --batch, default 1); the last one is padded by repeating its last image. A second input of
@@ -22,8 +23,16 @@ Post-processing (--decode):
 Then score >= threshold; boxes (cx, cy, w, h) normalized -> (x, y, w, h) pixels of the
 original image (graph: xyxy -> xywh).
 
+Class logits and boxes are the outputs named pred_logits or logits and pred_boxes, or RF-DETR's
+labels and dets. Masks: a rank-4 output [B, Q, h, w] whose Q is the logits' (K for graph) gives
+each detection the mask of its query: the mask logits resized to the image with the torch
+bilinear formula above, > 0 (sigmoid > 0.5), written as COCO RLE {"size": [h, w], "counts":
+string} (column-major runs, starting with zeros, in COCO's compressed string form), encoded
+here in numpy.
+
 Usage: ref_detect.py MODEL --images PATH... [--threshold 0.7] [--decode softmax|sigmoid|graph]
-       [--top-k K] [--normalize imagenet|none] [--batch N] -o detections.json
+       [--top-k K] [--normalize imagenet|none] [--resize torch|pil] [--batch N]
+       -o detections.json
 """
 from __future__ import annotations
 
@@ -84,6 +93,59 @@ def preprocess(rgb: np.ndarray, h: int, w: int, imagenet: bool) -> np.ndarray:
     return np.ascontiguousarray(v.transpose(2, 0, 1), dtype=np.float32)
 
 
+def resize_pil(img: Image.Image, h: int, w: int, imagenet: bool) -> np.ndarray:
+    """PIL's antialiased bilinear, then the same /255 and normalization."""
+    v = np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32) / np.float32(255.0)
+    if imagenet:
+        v = (v - MEAN) / STD
+    return np.ascontiguousarray(v.transpose(2, 0, 1), dtype=np.float32)
+
+
+def mask_bits(logits: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Mask logits (mh, mw) -> bool (h, w): torch bilinear (half-pixel, no antialias) in
+    float32, then > 0."""
+    y0, y1, fy = source_coords(logits.shape[0], h)
+    x0, x1, fx = source_coords(logits.shape[1], w)
+    m = logits.astype(np.float32)
+    fx = fx[None, :]
+    fy = fy[:, None]
+    one = np.float32(1.0)
+    top = (one - fx) * m[y0][:, x0] + fx * m[y0][:, x1]
+    bot = (one - fx) * m[y1][:, x0] + fx * m[y1][:, x1]
+    return ((one - fy) * top + fy * bot) > 0
+
+
+def rle_counts(bits: np.ndarray) -> list[int]:
+    """Column-major run lengths, the first run of zeros (possibly empty)."""
+    flat = bits.T.reshape(-1).astype(np.int8)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return ([0] + runs) if flat.size and flat[0] == 1 else runs
+
+
+def rle_string(counts: list[int]) -> str:
+    """COCO's compressed counts: each count (from the third on, less the count two before) in
+    5-bit groups, low first, 0x20 marking "more", plus 48."""
+    out = []
+    for i, c in enumerate(counts):
+        x = c - counts[i - 2] if i > 2 else c
+        while True:
+            c5 = x & 0x1F
+            x >>= 5  # arithmetic shift, as C's on a signed long
+            more = (x != -1) if (c5 & 0x10) else (x != 0)
+            if more:
+                c5 |= 0x20
+            out.append(chr(c5 + 48))
+            if not more:
+                break
+    return "".join(out)
+
+
+def segmentation(logits: np.ndarray, h: int, w: int) -> dict:
+    return {"size": [h, w], "counts": rle_string(rle_counts(mask_bits(logits, h, w)))}
+
+
 def xywh_pixels(box, w: int, h: int) -> list[float]:
     cx, cy, bw, bh = (float(v) for v in box)
     return [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h]
@@ -102,7 +164,7 @@ def softmax_dets(logits: np.ndarray, boxes: np.ndarray, name: str, w: int, h: in
         if not score[q] >= threshold:
             continue
         dets.append({"image": name, "category_id": int(cls[q]), "score": float(score[q]),
-                     "bbox": xywh_pixels(boxes[q], w, h)})
+                     "bbox": xywh_pixels(boxes[q], w, h), "_query": q})
     return dets
 
 
@@ -120,7 +182,8 @@ def sigmoid_dets(logits: np.ndarray, boxes: np.ndarray, name: str, w: int, h: in
         if not score >= threshold:
             continue
         dets.append({"image": name, "category_id": int(i % classes), "score": float(score),
-                     "bbox": xywh_pixels(boxes[i // classes], w, h)})
+                     "bbox": xywh_pixels(boxes[i // classes], w, h),
+                     "_query": int(i // classes)})
     return dets
 
 
@@ -134,7 +197,7 @@ def graph_dets(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray, name: 
             continue
         x1, y1, x2, y2 = (float(v) for v in boxes[j])
         dets.append({"image": name, "category_id": int(lab), "score": s,
-                     "bbox": [x1, y1, x2 - x1, y2 - y1]})
+                     "bbox": [x1, y1, x2 - x1, y2 - y1], "_query": j})
     return dets
 
 
@@ -151,6 +214,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int)
     ap.add_argument("--normalize", choices=["imagenet", "none"])
     ap.add_argument("--batch", type=int)
+    ap.add_argument("--resize", choices=["torch", "pil"], default="torch")
     args = ap.parse_args()
     imagenet = (args.normalize or ("none" if args.decode == "graph" else "imagenet")) == "imagenet"
 
@@ -166,16 +230,29 @@ def main() -> None:
     out_names = [o.name for o in sess.get_outputs()]
     if args.decode == "graph":
         wanted = ["labels", "boxes", "scores"]
+    elif "dets" in out_names and "labels" in out_names:
+        wanted = ["labels", "dets"]  # RF-DETR's export
     else:
         wanted = ["pred_logits" if "pred_logits" in out_names else "logits", "pred_boxes"]
     assert all(n in out_names for n in wanted), out_names
+    shapes = {o.name: o.shape for o in sess.get_outputs()}
+    q = shapes[wanted[0]][1]
+    # a symbolic dimension (a dynamic export's) fits any count
+    masks = [o.name for o in sess.get_outputs()
+             if o.name not in wanted and len(o.shape) == 4
+             and (not isinstance(o.shape[1], int) or not isinstance(q, int) or o.shape[1] == q)]
+    assert len(masks) <= 1, masks
+    wanted += masks
 
     files = collect(args.images)
     dets: list[dict] = []
     for start in range(0, len(files), b):
         chunk = files[start:start + b]
         imgs = [np.asarray(Image.open(p).convert("RGB")) for p in chunk]
-        batch = [preprocess(im, h, w, imagenet) for im in imgs]
+        if args.resize == "pil":
+            batch = [resize_pil(Image.open(p).convert("RGB"), h, w, imagenet) for p in chunk]
+        else:
+            batch = [preprocess(im, h, w, imagenet) for im in imgs]
         sizes = [[im.shape[1], im.shape[0]] for im in imgs]
         while len(batch) < b:
             batch.append(batch[-1])
@@ -187,13 +264,18 @@ def main() -> None:
         for i, (p, im) in enumerate(zip(chunk, imgs)):
             iw, ih = im.shape[1], im.shape[0]
             if args.decode == "softmax":
-                dets.extend(softmax_dets(outs[0][i], outs[1][i], p.name, iw, ih, args.threshold))
+                found = softmax_dets(outs[0][i], outs[1][i], p.name, iw, ih, args.threshold)
             elif args.decode == "sigmoid":
-                dets.extend(sigmoid_dets(outs[0][i], outs[1][i], p.name, iw, ih, args.threshold,
-                                         args.top_k))
+                found = sigmoid_dets(outs[0][i], outs[1][i], p.name, iw, ih, args.threshold,
+                                     args.top_k)
             else:
-                dets.extend(graph_dets(outs[0][i], outs[1][i], outs[2][i], p.name,
-                                       args.threshold, args.top_k))
+                found = graph_dets(outs[0][i], outs[1][i], outs[2][i], p.name, args.threshold,
+                                   args.top_k)
+            for d in found:
+                query = d.pop("_query")
+                if masks:
+                    d["segmentation"] = segmentation(outs[-1][i][query], ih, iw)
+            dets.extend(found)
     args.output.write_text(json.dumps(dets, indent=1) + "\n")
     print(f"{args.output}: {len(dets)} detections in {len(files)} images")
 

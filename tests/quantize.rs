@@ -319,6 +319,7 @@ fn options(method: Method) -> QuantizeOptions {
         format: detrc::quant::Format::Int8,
         residual: true,
         weight_only: false,
+        resize: Default::default(),
     }
 }
 
@@ -389,6 +390,29 @@ fn calibration_methods_differ_only_in_clipping() {
             assert!(*v > 0.0 && *v <= max[k], "{m:?} {k}: {v} vs max {}", max[k]);
         }
     }
+}
+
+#[test]
+fn calibration_resizes_as_asked() {
+    // Calibration images are 64..160 wide, the model's input 64x96 (and so on): PIL's
+    // antialiased filter feeds the model other values than the torch resize, and so other ranges.
+    use detrc::run::Resize;
+    let d = tmpdir();
+    let cal = write_images(&d.path().join("cal"), 3, 5);
+    let (g, _, _) =
+        detrc::build::load_compiled(&fixture("detr_tiny_op17_b1.onnx"), &mut |_| {}).unwrap();
+    let plan = quantize::plan(&g, true).unwrap();
+    let files = detrc::quant::image_files(&cal, None).unwrap();
+    let torch = detrc::quant::calibrate_with(&g, &plan.tensors(), &files, Resize::Torch).unwrap();
+    let default = detrc::quant::calibrate(&g, &plan.tensors(), &files).unwrap();
+    let pil = detrc::quant::calibrate_with(&g, &plan.tensors(), &files, Resize::Pil).unwrap();
+    assert_eq!(torch.ranges(Method::Mse), default.ranges(Method::Mse));
+    let (t, p) = (torch.ranges(Method::Mse), pil.ranges(Method::Mse));
+    assert_eq!(t.len(), p.len());
+    assert!(
+        t.iter().any(|(k, v)| p[k] != *v),
+        "pil and torch calibrate alike"
+    );
 }
 
 // ---------- the CLI ----------

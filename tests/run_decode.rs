@@ -92,6 +92,48 @@ fn deploy_graph_decodes_itself_in_pixels() {
 }
 
 #[test]
+fn yolos_and_table_transformer_are_softmax() {
+    // both heads are DETR's: a no-object class and an MLP box head ending in Sigmoid(Linear)
+    check("fixtures/decode/tf_yolos.onnx", "softmax", 10);
+    check("fixtures/decode/tf_table.onnx", "softmax", 10);
+}
+
+#[test]
+fn lwdetr_rfdetr_and_deimv2_are_sigmoid() {
+    // transformers exports (RF-DETR's through the dynamo exporter): two-stage query
+    // selection (TopK) and refined reference points
+    for model in [
+        "fixtures/decode/tf_lwdetr.onnx",
+        "fixtures/decode/tf_rfdetr.onnx",
+        "fixtures/decode/tf_deimv2.onnx",
+    ] {
+        check(model, "sigmoid", 10);
+    }
+}
+
+#[test]
+fn rfdetr_own_export_dets_and_labels_are_sigmoid() {
+    // RF-DETR's export(): dets [1, 10, 4] first, labels [1, 10, 5] logits second
+    check("fixtures/decode/rfdetr_nano.onnx", "sigmoid", 10);
+}
+
+#[test]
+fn compiled_new_families_decode_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, decode) in [
+        ("fixtures/decode/tf_yolos.onnx", "softmax"),
+        ("fixtures/decode/tf_table.onnx", "softmax"),
+        ("fixtures/decode/tf_lwdetr.onnx", "sigmoid"),
+        ("fixtures/decode/tf_rfdetr.onnx", "sigmoid"),
+        ("fixtures/decode/tf_deimv2.onnx", "sigmoid"),
+        ("fixtures/decode/rfdetr_nano.onnx", "sigmoid"),
+    ] {
+        let c = compiled(model, dir.path());
+        check(&c, decode, 10);
+    }
+}
+
+#[test]
 fn compiled_models_decode_the_same() {
     let dir = tempfile::tempdir().unwrap();
     for (model, decode, n) in [

@@ -12,6 +12,7 @@ for in-memory models) and release the GIL while they work::
 - :func:`compile` rewrites a model (the ``detrc compile`` pipeline) and reports what changed;
 - :func:`inspect` describes a model or an engine;
 - :func:`build` makes a TensorRT-RTX engine (``detrc build``);
+- :func:`run` detects objects (and instance masks) on images (``detrc run``);
 - :func:`passes` lists the passes.
 
 Errors are :class:`detrc.Error` subclasses carrying detrc's message; see ``docs/python.md``.
@@ -48,6 +49,7 @@ from detrc._errors import (
     InternalError,
     ModelError,
     ReferenceRuntimeError,
+    RunError,
     UsageError,
     VerificationError,
 )
@@ -58,6 +60,7 @@ __all__ = [
     "compile",
     "inspect",
     "build",
+    "run",
     "passes",
     "CompileResult",
     "CompileReport",
@@ -73,6 +76,7 @@ __all__ = [
     "VerificationError",
     "ReferenceRuntimeError",
     "BuildError",
+    "RunError",
     "InternalError",
     "DEFAULT_TARGETS",
     "__version__",
@@ -470,6 +474,7 @@ def build(
     method: str = "mse",
     percentile: float = 99.99,
     max_images: Optional[int] = None,
+    resize: str = "torch",
 ) -> Dict[str, Any]:
     """Build a TensorRT-RTX engine from a model: what ``detrc build`` does, in this process.
 
@@ -499,6 +504,8 @@ def build(
             or ``"entropy"`` (see docs/int8.md).
         percentile: the percentile of ``|x|`` that ``method="percentile"`` keeps.
         max_images: calibrate on at most this many images (the first by file name).
+        resize: how calibration images are resized: ``"torch"`` (bilinear, no antialiasing)
+            or ``"pil"`` (PIL's antialiased bilinear), as ``detrc run --resize``.
 
     Returns:
         The engine's sidecar as a dict (``detrc build --json``): inputs, outputs, targets,
@@ -518,6 +525,8 @@ def build(
         raise _fail_type(f, "precision", '"fp32", "fp16", "int8", "fp8" or None', precision)
     if not isinstance(method, str):
         raise _fail_type(f, "method", '"mse", "max", "percentile" or "entropy"', method)
+    if not isinstance(resize, str):
+        raise _fail_type(f, "resize", '"torch" or "pil"', resize)
     profiles = []
     if shapes is not None:
         if not isinstance(shapes, Mapping):
@@ -539,6 +548,7 @@ def build(
         "method": method,
         "percentile": _float(f, "percentile", percentile),
         "max_images": _int(f, "max_images", max_images, optional=True),
+        "resize": resize,
     }
     if kind == "path":
         text = _detrc.build(data, out, options)
@@ -549,6 +559,94 @@ def build(
             text = _detrc.build(src, out, options)
     sidecar: Dict[str, Any] = json.loads(text)
     return sidecar
+
+
+def run(
+    model: Union[str, "os.PathLike[str]"],
+    images: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]],
+    output: Union[str, "os.PathLike[str]"],
+    *,
+    threshold: float = 0.7,
+    decode: Optional[str] = None,
+    normalize: Optional[str] = None,
+    resize: str = "torch",
+    top_k: Optional[int] = None,
+    labels: Optional[str] = None,
+    backend: Optional[str] = None,
+    batch: Optional[int] = None,
+    input_size: Optional[Tuple[int, int]] = None,
+    tensorrt_dir: Union[str, "os.PathLike[str]", None] = None,
+) -> Dict[str, Any]:
+    """Detect objects on images: what ``detrc run`` does, in this process.
+
+    Writes ``output/detections.json`` (COCO-style boxes, and COCO RLE ``segmentation`` masks
+    for models with a mask output) and one annotated PNG per image (docs/run.md).
+
+    Args:
+        model: an ONNX file (CPU backend) or a TensorRT-RTX engine.
+        images: image files or folders (their ``*.jpg``, ``*.jpeg``, ``*.png``, by name).
+        output: the output folder.
+        threshold: keep detections scoring at least this (0..1).
+        decode: ``"softmax"``, ``"sigmoid"``, ``"graph"``; ``None``: chosen from the model.
+        normalize: ``"imagenet"`` or ``"none"``; ``None``: by decode.
+        resize: ``"torch"`` (bilinear, no antialiasing: GPU pipelines, RF-DETR) or ``"pil"``
+            (PIL's antialiased bilinear: transformers' processors, the official PIL pipelines).
+        top_k: sigmoid: (query, class) pairs kept per image; graph: the first k.
+        labels: ``"coco"`` or a file with one class name per line; ``None``: automatic.
+        backend: ``"cpu"``, ``"onnxruntime"``, ``"tract"`` or ``"tensorrt"``; ``None``: cpu for
+            ``*.onnx``, tensorrt otherwise.
+        batch: images per inference for a dynamic batch (default 1).
+        input_size: ``(height, width)`` for a model with a dynamic image size.
+        tensorrt_dir: folder with the TensorRT-RTX libraries.
+
+    Returns:
+        The ``detrc run --json`` summary: backend, decode, normalize, resize, images,
+        detections, batches, timings, the detections file, the mask output (or None) and
+        warnings (e.g. a mask output of an unknown layout, run boxes only).
+
+    Raises:
+        TypeError, UsageError, FileError, ModelError: as for :func:`compile`.
+        RunError: no CUDA driver, or CUDA / TensorRT failed.
+    """
+    f = "run"
+    m = _path_or_none(f, "model", model)
+    if m is None:
+        raise _fail_type(f, "model", "a path (str or os.PathLike)", model)
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    if not isinstance(images, Sequence) or not all(
+        isinstance(i, (str, os.PathLike)) for i in images
+    ):
+        raise _fail_type(f, "images", "a path or a sequence of paths", images)
+    out = _path_or_none(f, "output", output)
+    if out is None:
+        raise _fail_type(f, "output", "a path (str or os.PathLike)", output)
+    for name, value in (("decode", decode), ("normalize", normalize), ("labels", labels),
+                        ("backend", backend)):
+        if value is not None and not isinstance(value, str):
+            raise _fail_type(f, name, "a string or None", value)
+    if not isinstance(resize, str):
+        raise _fail_type(f, "resize", '"torch" or "pil"', resize)
+    if input_size is not None and not (
+        isinstance(input_size, (tuple, list)) and len(input_size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in input_size)
+    ):
+        raise _fail_type(f, "input_size", "a (height, width) pair of ints or None", input_size)
+    options = {
+        "threshold": _float(f, "threshold", threshold),
+        "decode": decode,
+        "normalize": normalize,
+        "resize": resize,
+        "top_k": _int(f, "top_k", top_k, optional=True),
+        "labels": labels,
+        "backend": backend,
+        "batch": _int(f, "batch", batch, optional=True),
+        "input_size": tuple(input_size) if input_size is not None else None,
+        "tensorrt_dir": _path_or_none(f, "tensorrt_dir", tensorrt_dir),
+    }
+    text = _detrc.run(m, [Path(i) for i in images], out, options)
+    summary: Dict[str, Any] = json.loads(text)
+    return summary
 
 
 def passes() -> List[PassInfo]:

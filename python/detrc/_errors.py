@@ -16,7 +16,7 @@ class Error(Exception):
     Attributes:
         message: detrc's message, the same text the ``detrc`` command prints.
         category: one of ``"usage"``, ``"file"``, ``"model"``, ``"compile"``,
-            ``"verification"``, ``"reference"``, ``"build"``, ``"internal"``.
+            ``"verification"``, ``"reference"``, ``"build"``, ``"run"``, ``"internal"``.
     """
 
     category = "error"
@@ -80,6 +80,12 @@ class BuildError(Error):
     category = "build"
 
 
+class RunError(Error):
+    """detrc.run could not execute the model: no CUDA driver, a CUDA or TensorRT failure."""
+
+    category = "run"
+
+
 class InternalError(Error):
     """A bug in detrc (a Rust panic, caught): the interpreter keeps running. Please report."""
 
@@ -96,6 +102,7 @@ BY_CATEGORY = {
         VerificationError,
         ReferenceRuntimeError,
         BuildError,
+        RunError,
         InternalError,
     )
 }

@@ -19,6 +19,8 @@ use detrc::reference::compare::Tolerance;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+mod run;
+
 /// Why a call failed, before it becomes a Python exception (which needs the GIL back).
 enum Failure {
     /// A category of `detrc._errors.BY_CATEGORY`, the message, and extra data as JSON.
@@ -336,6 +338,7 @@ fn precision_options(
                 format: detrc::quant::Format::Int8,
                 residual: true,
                 weight_only: false,
+                resize: Default::default(),
             },
         }),
         None if quantized => {
@@ -438,6 +441,8 @@ struct BuildArgs {
     method: String,
     percentile: f64,
     max_images: Option<usize>,
+    /// "torch" or "pil": how calibration images are resized (`detrc build --resize`).
+    resize: String,
 }
 
 /// Builds a TensorRT-RTX engine like `detrc build`; returns the sidecar JSON.
@@ -458,6 +463,16 @@ fn build(py: Python<'_>, model: PathBuf, output: PathBuf, options: BuildArgs) ->
         if a.max_images == Some(0) {
             return Err(Failure::new("usage", "max_images must be at least 1"));
         }
+        let resize = match a.resize.as_str() {
+            "torch" => detrc::run::Resize::Torch,
+            "pil" => detrc::run::Resize::Pil,
+            other => {
+                return Err(Failure::new(
+                    "usage",
+                    format!("resize={other:?}: expected \"torch\" or \"pil\""),
+                ))
+            }
+        };
         let calibration = match &a.calibration {
             Some(dir) if precision.quant_format().is_some() => Some(detrc::build::Calibration {
                 dir: dir.clone(),
@@ -467,6 +482,7 @@ fn build(py: Python<'_>, model: PathBuf, output: PathBuf, options: BuildArgs) ->
                     format: detrc::quant::Format::Int8,
                     residual: true,
                     weight_only: false,
+                    resize,
                 },
             }),
             Some(_) => {
@@ -538,6 +554,7 @@ fn _detrc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(build, m)?)?;
+    m.add_function(wrap_pyfunction!(run::run, m)?)?;
     m.add_function(wrap_pyfunction!(passes, m)?)?;
     m.add_function(wrap_pyfunction!(cli, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -80,3 +80,12 @@ def test_build_int8_calibrates_on_images(tmp_path, trt_dir):
     with pytest.raises(detrc.UsageError, match="method="):
         detrc.build(DETR, tmp_path / "x.engine", precision="int8", calibration=cal,
                     method="best", tensorrt_dir=trt_dir)
+    # calibration images resized as PIL does: other ranges, so other scales
+    pil = detrc.build(DETR, tmp_path / "pil.engine", target="sm86", precision="int8",
+                      calibration=cal, resize="pil", tensorrt_dir=trt_dir)
+    assert pil["quantization"]["scales_sha256"] != q["scales_sha256"]
+    with pytest.raises(detrc.UsageError, match="resize="):
+        detrc.build(DETR, tmp_path / "x.engine", precision="int8", calibration=cal,
+                    resize="bicubic", tensorrt_dir=trt_dir)
+    with pytest.raises(TypeError, match="resize"):
+        detrc.build(DETR, tmp_path / "x.engine", resize=2, tensorrt_dir=trt_dir)

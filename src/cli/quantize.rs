@@ -12,9 +12,9 @@ use super::{Exit, EXIT_USAGE};
 A model not compiled by detrc yet goes through the default compile pipeline in memory first \
 (which folds DETR's key-padding mask: no Where is left to quantize around).
 
-Calibration images are pre-processed exactly as `detrc run` does (bilinear resize to the \
-model's input size, ImageNet normalization) and taken in file-name order, so the same folder \
-gives the same model.")]
+Calibration images are pre-processed exactly as `detrc run` does (resize to the model's input \
+size as --resize says, torch by default, ImageNet normalization) and taken in file-name order, \
+so the same folder gives the same model.")]
 pub struct Args {
     /// The ONNX model (compiled by detrc or not).
     input: PathBuf,
@@ -67,6 +67,10 @@ pub struct CalibrationArgs {
     /// Quantize weights only (INT8 weight-only; activations stay float, no calibration).
     #[arg(long)]
     pub weights_only: bool,
+    /// How calibration images are resized: torch (bilinear, no antialiasing) or pil (PIL's
+    /// antialiased bilinear), as `detrc run --resize`; match the pipeline the model will see.
+    #[arg(long, value_enum, default_value = "torch")]
+    pub resize: super::run::ResizeArg,
 }
 
 impl CalibrationArgs {
@@ -82,6 +86,7 @@ impl CalibrationArgs {
             format: Format::Int8,
             residual: !self.no_residual,
             weight_only: self.weights_only,
+            resize: self.resize.into(),
         })
     }
 }
@@ -169,8 +174,15 @@ pub fn run(a: Args) -> Result<(), Exit> {
     detrc::emit::write_model(&model, &mut quant_bytes)?;
     let evaluation = match &eval_files {
         Some(files) => Some(
-            detrc::quant::evaluate(&float_bytes, &quant_bytes, shape, files, a.threshold)
-                .context("cannot evaluate the quantized model")?,
+            detrc::quant::evaluate_with(
+                &float_bytes,
+                &quant_bytes,
+                shape,
+                files,
+                a.threshold,
+                opts.resize,
+            )
+            .context("cannot evaluate the quantized model")?,
         ),
         None => None,
     };
@@ -197,6 +209,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         "calibration": {
             "folder": a.cal.calibration,
             "images": cal.images,
+            "resize": opts.resize.name(),
         },
         "quantized": summary,
         "ranges": tensors,

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use detrc::run::{
-    Backend, CpuBackend, Decode, Fix, Labels, Normalize, RunOptions, TensorRtBackend,
+    Backend, CpuBackend, Decode, Fix, Labels, Normalize, Resize, RunOptions, TensorRtBackend,
     TensorRtOptions,
 };
 
@@ -96,6 +96,25 @@ pub enum NormalizeArg {
     Imagenet,
     /// [0, 1] only (the official RT-DETR / D-FINE deploy graphs).
     None,
+}
+
+/// How images are resized to the model's input (see docs/run.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResizeArg {
+    /// Bilinear without antialiasing, as torch's interpolate, OpenCV and GPU pipelines.
+    Torch,
+    /// PIL's antialiased bilinear (Image.resize BILINEAR), as transformers' image processors
+    /// and the official PIL pipelines (runs on the CPU).
+    Pil,
+}
+
+impl From<ResizeArg> for Resize {
+    fn from(r: ResizeArg) -> Resize {
+        match r {
+            ResizeArg::Torch => Resize::Torch,
+            ResizeArg::Pil => Resize::Pil,
+        }
+    }
 }
 
 /// Options shared by `run` and `bench` for decoding.
@@ -229,6 +248,10 @@ pub struct Args {
     /// graph: keep the first K the graph emits.
     #[arg(long)]
     top_k: Option<usize>,
+    /// Resize convention: torch (bilinear, no antialiasing; the GPU kernel's) or pil (PIL's
+    /// antialiased bilinear, as transformers' processors; pre-processes on the CPU).
+    #[arg(long, value_enum, default_value = "torch")]
+    resize: ResizeArg,
     #[command(flatten)]
     backend: BackendArgs,
     /// Print nothing but errors.
@@ -247,6 +270,9 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let files = detrc::run::images::collect(&a.images)?;
     let mut backend = open_backend(&a.model, &a.backend, a.quiet)?;
     let (decode, normalize) = choose_decode(&a.model, backend.as_ref(), &a.decode)?;
+    if a.resize == ResizeArg::Pil && backend.name() == "tensorrt" && !a.quiet {
+        eprintln!("detrc: note: --resize pil pre-processes on the CPU (the GPU kernel resizes the torch way)");
+    }
     let opts = RunOptions {
         threshold: a.threshold,
         labels,
@@ -254,6 +280,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         decode,
         top_k: a.top_k,
         normalize,
+        resize: a.resize.into(),
     };
     let show_bar = !a.quiet && !a.json && files.len() > 1 && std::io::stderr().is_terminal();
     let mut bar = |done: usize, total: usize| {
@@ -272,12 +299,18 @@ pub fn run(a: Args) -> Result<(), Exit> {
         eprint!("\r\x1b[2K");
     }
     let s = res.with_context(|| format!("cannot run {}", a.model.display()))?;
+    if !a.quiet {
+        for w in &s.warnings {
+            eprintln!("detrc: warning: {w}");
+        }
+    }
     if a.json {
         let j = serde_json::json!({
             "model": a.model,
             "backend": backend.name(),
             "decode": decode.name(),
             "normalize": normalize_name(normalize),
+            "resize": opts.resize.name(),
             "batch": backend.shape().batch,
             "images": s.images,
             "detections": s.detections,
@@ -285,15 +318,18 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "infer_seconds": s.infer_seconds,
             "seconds": s.total_seconds,
             "output": s.detections_path,
+            "masks": s.masks,
+            "warnings": s.warnings,
         });
         println!("{}", serde_json::to_string(&j)?);
     } else if !a.quiet {
         let n =
             |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
         eprintln!(
-            "detected {} (score >= {}) in {} with {}, {} decode ({} of {}) in {:.2}s ({:.2}s \
+            "detected {}{} (score >= {}) in {} with {}, {} decode ({} of {}) in {:.2}s ({:.2}s \
              inference); wrote {}",
             n(s.detections, "object", "objects"),
+            if s.masks.is_some() { " with masks" } else { "" },
             a.threshold,
             n(s.images, "image", "images"),
             backend.name(),

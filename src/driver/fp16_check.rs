@@ -73,8 +73,8 @@ impl Default for Fp16Options {
 pub enum CheckInputs {
     /// Seeded standard-normal inputs, one set per seed.
     Seeds(Vec<u64>),
-    /// Pre-processed as `detrc run` does, in batches of the model's batch.
-    Images(Vec<PathBuf>),
+    /// Pre-processed as `detrc run` does (resized as given), in batches of the model's batch.
+    Images(Vec<PathBuf>, crate::run::preprocess::Resize),
 }
 
 /// One output of the fp16 model against the fp32 model's.
@@ -310,10 +310,10 @@ fn input_sets(
             };
             Ok((sets, desc))
         }
-        CheckInputs::Images(files) => {
+        CheckInputs::Images(files, resize) => {
             let (_, shape) =
                 crate::quant::image_input(g).map_err(|e| Error::Runtime(e.to_string()))?;
-            let batches = crate::quant::image_batches(files, shape)
+            let batches = crate::quant::image_batches(files, shape, *resize)
                 .map_err(|e| Error::Runtime(e.to_string()))?;
             let sets = batches.into_iter().map(|(a, _)| vec![a]).collect();
             Ok((sets, format!("{} calibration images", files.len())))

@@ -110,7 +110,7 @@ pub fn apply(
         }
         Precision::Fp16 => {
             let inputs = match &opts.calibration {
-                Some(c) => CheckInputs::Images(c.files.clone()),
+                Some(c) => CheckInputs::Images(c.files.clone(), c.options.resize),
                 None => CheckInputs::Seeds(opts.seeds.clone()),
             };
             let (converted, r) =

@@ -110,22 +110,28 @@ pub fn image_files(dir: &Path, max: Option<usize>) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Decodes and pre-processes `files` in batches of `shape.batch` (the last batch padded by
-/// repeating its last image, as `detrc run` does) and calls `each` with every input tensor.
 /// `files` pre-processed as `detrc run` does, in batches of `shape.batch` (the last one padded
 /// with its last image), each with how many of its images are real.
-pub fn image_batches(files: &[PathBuf], shape: ModelShape) -> Result<Vec<(ArrayD<f32>, usize)>> {
+pub fn image_batches(
+    files: &[PathBuf],
+    shape: ModelShape,
+    resize: preprocess::Resize,
+) -> Result<Vec<(ArrayD<f32>, usize)>> {
     let mut out = Vec::new();
-    for_each_batch(files, shape, |a, real| {
+    for_each_batch(files, shape, resize, |a, real| {
         out.push((a, real));
         Ok(())
     })?;
     Ok(out)
 }
 
+/// Decodes and pre-processes `files` in batches of `shape.batch` (the last batch padded by
+/// repeating its last image, as `detrc run` does; resized by `resize`, ImageNet-normalized)
+/// and calls `each` with every input tensor.
 fn for_each_batch(
     files: &[PathBuf],
     shape: ModelShape,
+    resize: preprocess::Resize,
     mut each: impl FnMut(ArrayD<f32>, usize) -> Result<()>,
 ) -> Result<()> {
     for chunk in files.chunks(shape.batch) {
@@ -137,7 +143,8 @@ fn for_each_batch(
         while refs.len() < shape.batch {
             refs.push(refs[refs.len() - 1]);
         }
-        let data = preprocess::preprocess_batch(&refs, shape.height, shape.width);
+        let prep = resize.with(preprocess::Normalize::ImageNet);
+        let data = preprocess::preprocess_batch_with(&refs, shape.height, shape.width, prep);
         let arr = ArrayD::from_shape_vec(IxDyn(&[shape.batch, 3, shape.height, shape.width]), data)
             .expect("preprocess_batch returns B*3*H*W values");
         each(arr, chunk.len())?;
@@ -173,6 +180,16 @@ impl Calibration {
 
 /// Runs `g` on `files` and collects a histogram of every tensor in `tensors`.
 pub fn calibrate(g: &Graph, tensors: &[String], files: &[PathBuf]) -> Result<Calibration> {
+    calibrate_with(g, tensors, files, preprocess::Resize::Torch)
+}
+
+/// [`calibrate`] with images resized as `resize` says (`--resize`, as `detrc run`).
+pub fn calibrate_with(
+    g: &Graph,
+    tensors: &[String],
+    files: &[PathBuf],
+    resize: preprocess::Resize,
+) -> Result<Calibration> {
     let (input_name, shape) = image_input(g)?;
     if files.is_empty() {
         return Err(QuantError::Options("no calibration images".into()));
@@ -214,7 +231,7 @@ pub fn calibrate(g: &Graph, tensors: &[String], files: &[PathBuf]) -> Result<Cal
     for t in tensors {
         cal.histograms.insert(t.clone(), Histogram::default());
     }
-    for_each_batch(files, shape, |input, _| {
+    for_each_batch(files, shape, resize, |input, _| {
         if let Some(h) = cal.histograms.get_mut(&input_name) {
             h.add(input.as_slice().expect("standard layout"));
         }
@@ -288,6 +305,19 @@ pub fn evaluate(
     files: &[PathBuf],
     threshold: f32,
 ) -> Result<Evaluation> {
+    let torch = preprocess::Resize::Torch;
+    evaluate_with(float_model, quant_model, shape, files, threshold, torch)
+}
+
+/// [`evaluate`] with images resized as `resize` says.
+pub fn evaluate_with(
+    float_model: &[u8],
+    quant_model: &[u8],
+    shape: ModelShape,
+    files: &[PathBuf],
+    threshold: f32,
+    resize: preprocess::Resize,
+) -> Result<Evaluation> {
     let f = Reference::from_bytes(float_model)?;
     let q = Reference::from_bytes(quant_model)?;
     let mut sig: Vec<f64> = Vec::new();
@@ -304,7 +334,7 @@ pub fn evaluate(
         max_box_diff: 0.0,
     };
     let mut detr = true;
-    for_each_batch(files, shape, |input, real| {
+    for_each_batch(files, shape, resize, |input, real| {
         let fo = f.run(std::slice::from_ref(&input))?;
         let qo = q.run(std::slice::from_ref(&input))?;
         if names.is_empty() {
@@ -419,6 +449,8 @@ pub struct QuantizeOptions {
     pub format: Format,
     pub residual: bool,
     pub weight_only: bool,
+    /// How calibration images are resized (as `detrc run --resize`).
+    pub resize: preprocess::Resize,
 }
 
 pub fn quantize_graph(
@@ -442,7 +474,7 @@ pub fn quantize_graph(
     let cal = if opts.weight_only {
         Calibration::default()
     } else {
-        calibrate(g, &plan.tensors(), files)?
+        calibrate_with(g, &plan.tensors(), files, opts.resize)?
     };
     let ranges = cal.ranges(opts.method);
     let pass = Quantize {

@@ -13,7 +13,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::decode::RawOutputs;
 use super::error::{Result, RunError};
-use super::preprocess::{self, Normalize};
+use super::preprocess::{self, ImagePrep};
 use crate::reference::{Model, Purpose, Reference, Runtime, RuntimeChoice};
 
 /// The input geometry `[batch, 3, height, width]` a model runs at.
@@ -168,10 +168,10 @@ pub trait Backend {
     fn infer_tensor(&mut self, input: &[f32], sizes: &[[u32; 2]]) -> Result<RawOutputs>;
     /// Pre-processes and runs `images` (exactly `shape().batch` of them). Backends with their
     /// own pre-processing (the GPU kernel) override this.
-    fn infer_images(&mut self, images: &[&RgbImage], norm: Normalize) -> Result<RawOutputs> {
+    fn infer_images(&mut self, images: &[&RgbImage], prep: ImagePrep) -> Result<RawOutputs> {
         let s = self.shape();
         check_batch(images.len(), s.batch)?;
-        let input = preprocess::preprocess_batch_with(images, s.height, s.width, norm);
+        let input = preprocess::preprocess_batch_with(images, s.height, s.width, prep);
         self.infer_tensor(&input, &image_sizes(images))
     }
 }

@@ -111,13 +111,20 @@ fn fits(d: i64, want: i64) -> bool {
 }
 
 /// The class-logit and box heads: by name when the model keeps the names of the
-/// facebookresearch (`pred_logits`) or transformers (`logits`) exports and `pred_boxes`; else
-/// by shape (`[B,Q,4]` are the boxes; when the logits are 4 wide too, DETR's export order
-/// decides: logits first).
+/// facebookresearch (`pred_logits`) or transformers (`logits`) exports and `pred_boxes`, or of
+/// RF-DETR's own export (`labels`: logits `[B, Q, C]`, `dets`: boxes, in that export's order
+/// dets first); else by shape (`[B,Q,4]` are the boxes; when the logits are 4 wide too, DETR's
+/// export order decides: logits first).
 fn heads(outputs: &[(String, Vec<i64>)]) -> Option<(usize, usize)> {
     let named = by_name(outputs, "pred_logits").or_else(|| by_name(outputs, "logits"));
     if let (Some(l), Some(b)) = (named, by_name(outputs, "pred_boxes")) {
         return Some((l, b));
+    }
+    // A deploy graph's `labels` are [B, K] class indices; RF-DETR's are rank-3 logits.
+    if let (Some(l), Some(b)) = (by_name(outputs, "labels"), by_name(outputs, "dets")) {
+        if outputs[l].1.len() == 3 {
+            return Some((l, b));
+        }
     }
     let rank3: Vec<usize> = (0..outputs.len())
         .filter(|&i| outputs[i].1.len() == 3)
@@ -338,15 +345,39 @@ impl BatchOutputs {
         orig_h: u32,
         opts: &DecodeOptions,
     ) -> Vec<Detection> {
+        self.detections_with_queries(b, image, orig_w, orig_h, opts)
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect()
+    }
+
+    /// [`Self::detections`], each with the query (graph: the slot `0..K`) it came from, which
+    /// is where its mask is.
+    pub fn detections_with_queries(
+        &self,
+        b: usize,
+        image: &str,
+        orig_w: u32,
+        orig_h: u32,
+        opts: &DecodeOptions,
+    ) -> Vec<(usize, Detection)> {
         match self {
             BatchOutputs::Heads(o) if opts.decode == Decode::Softmax => {
-                postprocess::decode(o, b, image, orig_w, orig_h, opts.threshold)
+                postprocess::decode_queries(o, b, image, orig_w, orig_h, opts.threshold)
             }
             BatchOutputs::Heads(o) => {
                 let k = opts.top_k.unwrap_or(o.queries);
-                postprocess::decode_sigmoid(o, b, image, orig_w, orig_h, opts.threshold, k)
+                postprocess::decode_sigmoid_queries(o, b, image, orig_w, orig_h, opts.threshold, k)
             }
             BatchOutputs::Graph(g) => graph_detections(g, b, image, opts),
+        }
+    }
+
+    /// Queries (graph: slots) per batch entry, the second dimension of a mask output.
+    pub fn queries(&self) -> usize {
+        match self {
+            BatchOutputs::Heads(o) => o.queries,
+            BatchOutputs::Graph(g) => g.k,
         }
     }
 }
@@ -359,7 +390,7 @@ fn graph_detections(
     b: usize,
     image: &str,
     opts: &DecodeOptions,
-) -> Vec<Detection> {
+) -> Vec<(usize, Detection)> {
     let k = opts.top_k.unwrap_or(g.k).min(g.k);
     (0..k)
         .filter_map(|j| {
@@ -374,12 +405,14 @@ fn graph_detections(
                 return None;
             }
             let x = &g.boxes[i * 4..][..4];
-            Some(Detection {
+            let d = Detection {
                 image: image.to_string(),
                 category_id: label as usize,
                 score,
                 bbox: [x[0], x[1], x[2] - x[0], x[3] - x[1]],
-            })
+                segmentation: None,
+            };
+            Some((j, d))
         })
         .collect()
 }
@@ -685,6 +718,15 @@ mod tests {
             Layout::Heads {
                 logits: 0,
                 boxes: 1
+            }
+        );
+        // RF-DETR's export with 3 classes: dets first, both 4 wide; the names decide
+        let rfdetr = [o("dets", &[1, 5, 4]), o("labels", &[1, 5, 4])];
+        assert_eq!(
+            layout(Decode::Sigmoid, &rfdetr, 1).unwrap(),
+            Layout::Heads {
+                logits: 1,
+                boxes: 0
             }
         );
         let square = [o("a", &[1, 5, 4]), o("b", &[1, 5, 4])];

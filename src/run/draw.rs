@@ -81,6 +81,25 @@ const PALETTE: [[u8; 3]; 10] = [
     [250, 190, 190],
 ];
 
+/// The colour of the `i`-th detection's mask: instances of one class differ.
+pub fn instance_colour(i: usize) -> [u8; 3] {
+    PALETTE[(i * 3 + 1) % PALETTE.len()]
+}
+
+/// Paints `colour` at 45% opacity where the row-major `bits` (the image's size) are set.
+pub fn blend_mask(img: &mut RgbImage, bits: &[u8], colour: [u8; 3]) {
+    if bits.len() != img.as_raw().len() / 3 {
+        return;
+    }
+    for (p, &on) in img.pixels_mut().zip(bits) {
+        if on != 0 {
+            for (v, &k) in p.0.iter_mut().zip(&colour) {
+                *v = ((55 * u32::from(*v) + 45 * u32::from(k) + 50) / 100) as u8;
+            }
+        }
+    }
+}
+
 fn fill(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, c: Rgb<u8>) {
     let (w, h) = (img.width() as i64, img.height() as i64);
     for y in y0.max(0)..y1.min(h) {
@@ -203,6 +222,7 @@ mod tests {
             category_id: 1,
             score: 0.9,
             bbox,
+            segmentation: None,
         };
         let dets = [
             d([10.0, 20.0, 30.0, 20.0]),

@@ -2,8 +2,9 @@
 //!
 //! images -> [`images`] (decode to RGB) -> [`preprocess`] (resize, normalize; or the GPU kernel
 //! in [`cuda`]) -> a [`Backend`] (CPU: tract on ONNX; TensorRT: an engine) -> [`decode`]
-//! (softmax, sigmoid top-k or the graph's own decode, threshold, boxes in original pixels) ->
-//! `detections.json` and annotated PNGs ([`draw`]).
+//! (softmax, sigmoid top-k or the graph's own decode, threshold, boxes in original pixels;
+//! instance masks when the model has a mask output, [`masks`]) -> `detections.json` and
+//! annotated PNGs ([`draw`]).
 //!
 //! Batching: a model of batch B > 1 (static, or dynamic and fixed by `--batch`) is fed B images
 //! at a time; the last batch is padded by repeating its last image, and the padding's results
@@ -17,6 +18,7 @@ pub mod draw;
 pub mod error;
 pub mod images;
 pub mod labels;
+pub mod masks;
 pub mod postprocess;
 pub mod preprocess;
 pub mod tensorrt;
@@ -29,7 +31,7 @@ pub use decode::{Decode, DecodeOptions};
 pub use error::{Result, RunError};
 pub use labels::Labels;
 pub use postprocess::{Detection, DetrOutputs};
-pub use preprocess::Normalize;
+pub use preprocess::{ImagePrep, Normalize, Resize};
 pub use tensorrt::{TensorRtBackend, TensorRtOptions};
 
 /// Name of the detections file inside the output folder.
@@ -46,6 +48,8 @@ pub struct RunOptions {
     /// the first `k` the graph emits. Not for softmax.
     pub top_k: Option<usize>,
     pub normalize: Normalize,
+    /// How images are brought to the model's size.
+    pub resize: Resize,
 }
 
 /// Checks that `decode` and `top_k` fit the backend's model, before anything runs.
@@ -72,6 +76,11 @@ pub struct RunSummary {
     /// Seconds for everything (decoding, drawing and writing too).
     pub total_seconds: f64,
     pub detections_path: PathBuf,
+    /// The output the instance masks came from, when the model has one.
+    pub masks: Option<String>,
+    /// What the run could not do as asked but worked around (a mask output of an unknown
+    /// layout: boxes only).
+    pub warnings: Vec<String>,
 }
 
 /// Progress of a run: images finished so far, of the total.
@@ -117,6 +126,16 @@ pub fn run(
     let mut labels: Option<Labels> = None;
     let mut all = Vec::new();
     let mut summary = RunSummary::default();
+    let declared = backend.outputs();
+    let lay = decode::layout(opts.decode, &declared, shape.batch)?;
+    let mut mask_output = match masks::find(&declared, lay, shape.batch) {
+        masks::MaskOutput::Found(i) => Some(i),
+        masks::MaskOutput::Unknown(why) => {
+            summary.warnings.push(why);
+            None
+        }
+        masks::MaskOutput::None => None,
+    };
     let mut done = 0;
     progress(0, files.len());
     for (chunk, outs) in files.chunks(shape.batch).zip(outputs.chunks(shape.batch)) {
@@ -129,16 +148,49 @@ pub fn run(
             refs.push(refs[refs.len() - 1]);
         }
         let ti = Instant::now();
-        let raw = backend.infer_images(&refs, opts.normalize)?;
+        let mut raw = backend.infer_images(&refs, opts.resize.with(opts.normalize))?;
         summary.infer_seconds += ti.elapsed().as_secs_f64();
         summary.batches += 1;
+        let mask_logits = match mask_output {
+            Some(i) => match masks::MaskLogits::take(&mut raw, i, shape.batch) {
+                Ok(m) => Some(m),
+                Err(why) => {
+                    summary.warnings.push(why);
+                    mask_output = None;
+                    None
+                }
+            },
+            None => None,
+        };
         let out = decode::assemble(raw, opts.decode, shape.batch)?;
+        let mask_logits = match mask_logits {
+            Some(m) if m.queries != out.queries() => {
+                summary.warnings.push(format!(
+                    "the mask output has {} queries at run time and the detections {}; \
+                     drawing boxes only",
+                    m.queries,
+                    out.queries()
+                ));
+                mask_output = None;
+                None
+            }
+            m => m,
+        };
         let labels =
             labels.get_or_insert_with(|| opts.labels.clone().resolve(out.num_classes(opts.decode)));
         for (b, ((path, img), out_path)) in chunk.iter().zip(&decoded).zip(outs).enumerate() {
             let name = images::display_name(path);
-            let dets = out.detections(b, &name, img.width(), img.height(), &dopts);
-            let annotated = draw::annotate(img, &dets, labels);
+            let found = out.detections_with_queries(b, &name, img.width(), img.height(), &dopts);
+            let mut canvas = None;
+            let dets = match &mask_logits {
+                Some(m) => {
+                    let (dets, painted) = with_masks(found, m, b, img);
+                    canvas = Some(painted);
+                    dets
+                }
+                None => found.into_iter().map(|(_, d)| d).collect(),
+            };
+            let annotated = draw::annotate(canvas.as_ref().unwrap_or(img), &dets, labels);
             let png = draw::png_bytes(&annotated).map_err(|e| RunError::Image {
                 path: out_path.clone(),
                 reason: format!("cannot encode PNG: {e}"),
@@ -160,7 +212,37 @@ pub fn run(
     summary.images = files.len();
     summary.total_seconds = t0.elapsed().as_secs_f64();
     summary.detections_path = json_path;
+    summary.masks = mask_output.map(|i| declared[i].0.clone());
     Ok(summary)
+}
+
+/// Each detection's mask: its RLE into the detection, and painted (lowest score first, so the
+/// strongest end up on top, as the boxes) onto a copy of the image. One full-size mask at a
+/// time, so many detections on a large image do not hold many masks.
+fn with_masks(
+    found: Vec<(usize, Detection)>,
+    m: &masks::MaskLogits,
+    b: usize,
+    img: &image::RgbImage,
+) -> (Vec<Detection>, image::RgbImage) {
+    let mut canvas = img.clone();
+    let mut order: Vec<usize> = (0..found.len()).collect();
+    order.sort_by(|&i, &j| found[i].1.score.total_cmp(&found[j].1.score));
+    let mut rles = vec![None; found.len()];
+    for i in order {
+        let bits = m.bits(b, found[i].0, img.width(), img.height());
+        draw::blend_mask(&mut canvas, &bits, draw::instance_colour(i));
+        rles[i] = Some(masks::encode(&bits, img.width(), img.height()));
+    }
+    let dets = found
+        .into_iter()
+        .zip(rles)
+        .map(|((_, mut d), rle)| {
+            d.segmentation = rle;
+            d
+        })
+        .collect();
+    (dets, canvas)
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -21,6 +21,9 @@ pub struct Detection {
     pub score: f32,
     /// Pixels of the original image: left, top, width, height.
     pub bbox: [f32; 4],
+    /// The instance mask as COCO RLE, for models with a mask output (see [`super::masks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<super::masks::Rle>,
 }
 
 /// Class logits and boxes of one batch, row-major f32.
@@ -72,6 +75,21 @@ pub fn decode(
     orig_h: u32,
     threshold: f32,
 ) -> Vec<Detection> {
+    decode_queries(out, b, image, orig_w, orig_h, threshold)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect()
+}
+
+/// [`decode`], each detection with the query it came from.
+pub fn decode_queries(
+    out: &DetrOutputs,
+    b: usize,
+    image: &str,
+    orig_w: u32,
+    orig_h: u32,
+    threshold: f32,
+) -> Vec<(usize, Detection)> {
     let (w, h) = (orig_w as f32, orig_h as f32);
     (0..out.queries)
         .filter_map(|q| {
@@ -80,12 +98,14 @@ pub fn decode(
                 return None;
             }
             let [cx, cy, bw, bh] = out.query_box(b, q);
-            Some(Detection {
+            let d = Detection {
                 image: image.to_string(),
                 category_id,
                 score,
                 bbox: [(cx - 0.5 * bw) * w, (cy - 0.5 * bh) * h, bw * w, bh * h],
-            })
+                segmentation: None,
+            };
+            Some((q, d))
         })
         .collect()
 }
@@ -110,6 +130,22 @@ pub fn decode_sigmoid(
     threshold: f32,
     k: usize,
 ) -> Vec<Detection> {
+    decode_sigmoid_queries(out, b, image, orig_w, orig_h, threshold, k)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect()
+}
+
+/// [`decode_sigmoid`], each detection with the query it came from.
+pub fn decode_sigmoid_queries(
+    out: &DetrOutputs,
+    b: usize,
+    image: &str,
+    orig_w: u32,
+    orig_h: u32,
+    threshold: f32,
+    k: usize,
+) -> Vec<(usize, Detection)> {
     let n = out.queries * out.classes;
     let logits = &out.logits[b * n..][..n];
     let mut order: Vec<usize> = (0..n).filter(|&i| !logits[i].is_nan()).collect();
@@ -128,13 +164,16 @@ pub fn decode_sigmoid(
             if score < threshold {
                 return None;
             }
-            let [cx, cy, bw, bh] = out.query_box(b, i / out.classes);
-            Some(Detection {
+            let q = i / out.classes;
+            let [cx, cy, bw, bh] = out.query_box(b, q);
+            let d = Detection {
                 image: image.to_string(),
                 category_id: i % out.classes,
                 score,
                 bbox: [(cx - 0.5 * bw) * w, (cy - 0.5 * bh) * h, bw * w, bh * h],
-            })
+                segmentation: None,
+            };
+            Some((q, d))
         })
         .collect()
 }

@@ -1,12 +1,14 @@
-//! CPU pre-processing: RGB u8 (HWC) -> bilinear resize -> /255 -> normalize (ImageNet mean/std,
-//! or none for the official RT-DETR / D-FINE deploy graphs) -> CHW f32.
+//! CPU pre-processing: RGB u8 (HWC) -> resize -> /255 -> normalize (ImageNet mean/std, or none
+//! for the official RT-DETR / D-FINE deploy graphs) -> CHW f32.
 //!
-//! # Resize convention
+//! Two resize conventions ([`Resize`], `--resize`):
 //!
-//! Bilinear interpolation with half-pixel centers and no antialiasing, the convention of
-//! `torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=False)`
-//! (torchvision's tensor `Resize(antialias=False)`) and of OpenCV's `INTER_LINEAR`. For output
-//! column `x` of `out_w` from an input `in_w` wide (rows likewise):
+//! # `torch` (the default): bilinear, half-pixel centers, no antialiasing
+//!
+//! The convention of `torch.nn.functional.interpolate(mode="bilinear", align_corners=False,
+//! antialias=False)` (torchvision's tensor `Resize(antialias=False)`, RF-DETR's `predict()`)
+//! and of OpenCV's `INTER_LINEAR`: what GPU pipelines do. For output column `x` of `out_w`
+//! from an input `in_w` wide (rows likewise):
 //!
 //! ```text
 //! scale = in_w / out_w                      (f32)
@@ -19,11 +21,20 @@
 //! ```
 //!
 //! evaluated in f32 in exactly this order, without fused multiply-adds, and without rounding
-//! `v` back to u8. PIL's `Image.resize(BILINEAR)` is deliberately NOT the reference: it widens
-//! its filter when shrinking (antialiasing), so it disagrees with every GPU resize kernel.
-//! The aspect ratio is not kept: the image is stretched to the model's static H x W, and boxes
-//! are scaled back per axis. The GPU kernel ([`super::cuda`]) and `scripts/ref_detect.py`
-//! implement the same formula.
+//! `v` back to u8. The GPU kernel ([`super::cuda`]) and `scripts/ref_detect.py` implement the
+//! same formula.
+//!
+//! # `pil`: PIL's antialiased bilinear
+//!
+//! `PIL.Image.resize(size, Image.BILINEAR)` on the RGB image, reproduced exactly
+//! ([`resize_pil`]): a triangle filter whose support widens with the scale when shrinking
+//! (antialiasing), weights normalized per output pixel and rounded to 22-bit fixed point, a
+//! horizontal pass then a vertical one, each rounded and clamped to u8. What transformers' image
+//! processors and the official RT-DETR / D-FINE `T.Resize` on PIL images feed their models;
+//! then `out = (v / 255 - mean[c]) / std[c]` as above, `v` the u8 result.
+//!
+//! Either way the aspect ratio is not kept: the image is stretched to the model's static
+//! H x W, and boxes are scaled back per axis.
 
 use image::RgbImage;
 
@@ -49,6 +60,49 @@ impl Normalize {
             Normalize::ImageNet => (MEAN, STD),
             Normalize::Unit => ([0.0; 3], [1.0; 3]),
         }
+    }
+}
+
+/// How the image is brought to the model's input size (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resize {
+    /// Bilinear, half-pixel centers, no antialiasing (torch / OpenCV / GPU pipelines).
+    #[default]
+    Torch,
+    /// PIL's antialiased bilinear `Image.resize(BILINEAR)` (transformers' processors, the
+    /// official PIL pipelines).
+    Pil,
+}
+
+impl Resize {
+    pub fn name(self) -> &'static str {
+        match self {
+            Resize::Torch => "torch",
+            Resize::Pil => "pil",
+        }
+    }
+}
+
+/// Everything pre-processing needs to know besides the image and the model's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImagePrep {
+    pub resize: Resize,
+    pub normalize: Normalize,
+}
+
+impl ImagePrep {
+    /// The torch resize with `normalize`.
+    pub fn torch(normalize: Normalize) -> ImagePrep {
+        ImagePrep {
+            resize: Resize::Torch,
+            normalize,
+        }
+    }
+}
+
+impl From<Normalize> for ImagePrep {
+    fn from(normalize: Normalize) -> ImagePrep {
+        ImagePrep::torch(normalize)
     }
 }
 
@@ -89,14 +143,24 @@ pub fn preprocess_into(img: &RgbImage, height: usize, width: usize, out: &mut [f
     preprocess_into_with(img, height, width, Normalize::ImageNet, out)
 }
 
-/// [`preprocess_into`] with a choice of normalization.
+/// [`preprocess_into`] with a choice of resize and normalization.
 pub fn preprocess_into_with(
     img: &RgbImage,
     height: usize,
     width: usize,
-    norm: Normalize,
+    prep: impl Into<ImagePrep>,
     out: &mut [f32],
 ) {
+    let prep = prep.into();
+    let norm = prep.normalize;
+    if prep.resize == Resize::Pil {
+        if img.width() == 0 || img.height() == 0 {
+            return;
+        }
+        let resized = resize_pil(img, width as u32, height as u32);
+        // the pixels are at the model's size: the torch formula is the identity there
+        return preprocess_into_with(&resized, height, width, Resize::Torch.with(norm), out);
+    }
     let (mean, std) = norm.mean_std();
     let (in_w, in_h) = (img.width() as usize, img.height() as usize);
     debug_assert_eq!(out.len(), 3 * height * width);
@@ -133,19 +197,142 @@ pub fn preprocess_batch(images: &[&RgbImage], height: usize, width: usize) -> Ve
     preprocess_batch_with(images, height, width, Normalize::ImageNet)
 }
 
-/// [`preprocess_batch`] with a choice of normalization.
+/// [`preprocess_batch`] with a choice of resize and normalization.
 pub fn preprocess_batch_with(
     images: &[&RgbImage],
     height: usize,
     width: usize,
-    norm: Normalize,
+    prep: impl Into<ImagePrep>,
 ) -> Vec<f32> {
+    let prep = prep.into();
     let per = 3 * height * width;
     let mut out = vec![0f32; per * images.len()];
     for (img, chunk) in images.iter().zip(out.chunks_exact_mut(per)) {
-        preprocess_into_with(img, height, width, norm, chunk);
+        preprocess_into_with(img, height, width, prep, chunk);
     }
     out
+}
+
+impl Resize {
+    /// This resize with `normalize`.
+    pub fn with(self, normalize: Normalize) -> ImagePrep {
+        ImagePrep {
+            resize: self,
+            normalize,
+        }
+    }
+}
+
+/// Fixed-point precision of PIL's 8-bit resampling: 32 bits less 8 for the pixel and 2 spare.
+const PIL_PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// PIL's per-output-pixel filter windows along one axis (`precompute_coeffs` followed by
+/// `normalize_coeffs_8bpc` in Pillow's Resample.c, re-derived from its documented behaviour):
+/// the first source index of each window and its fixed-point weights.
+fn pil_coeffs(input: usize, output: usize) -> Vec<(usize, Vec<i32>)> {
+    // The triangle (bilinear) filter: support 1 at scale 1.
+    let triangle = |x: f64| {
+        let x = x.abs();
+        if x < 1.0 {
+            1.0 - x
+        } else {
+            0.0
+        }
+    };
+    let scale = input as f64 / output as f64;
+    let filterscale = scale.max(1.0);
+    let support = filterscale; // the triangle's support (1) times filterscale
+    let ss = 1.0 / filterscale;
+    (0..output)
+        .map(|xx| {
+            let center = (xx as f64 + 0.5) * scale;
+            // C's (int) cast truncates toward zero
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(input as i64) as usize;
+            let n = xmax.saturating_sub(xmin);
+            let w: Vec<f64> = (0..n)
+                .map(|x| triangle(((x + xmin) as f64 - center + 0.5) * ss))
+                .collect();
+            let total: f64 = w.iter().sum();
+            let fixed = w
+                .iter()
+                .map(|&k| {
+                    let k = if total != 0.0 { k / total } else { k };
+                    let v = k * f64::from(1u32 << PIL_PRECISION_BITS);
+                    (if k < 0.0 { v - 0.5 } else { v + 0.5 }) as i32
+                })
+                .collect();
+            (xmin, fixed)
+        })
+        .collect()
+}
+
+/// Rounds a fixed-point accumulator to u8 as PIL does (`clip8`).
+fn pil_clip8(acc: i64) -> u8 {
+    if acc >= (1i64 << PIL_PRECISION_BITS << 8) {
+        255
+    } else if acc <= 0 {
+        0
+    } else {
+        (acc >> PIL_PRECISION_BITS) as u8
+    }
+}
+
+/// `PIL.Image.resize((width, height), Image.BILINEAR)` of an RGB image, bit for bit: a
+/// horizontal pass (only over the source rows the vertical pass reads), rounded to u8, then a
+/// vertical pass; an axis whose size does not change is not resampled. Empty images come back
+/// empty.
+pub fn resize_pil(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (in_w, in_h) = (img.width() as usize, img.height() as usize);
+    let (out_w, out_h) = (width as usize, height as usize);
+    if in_w == 0 || in_h == 0 || out_w == 0 || out_h == 0 {
+        return RgbImage::new(width, height);
+    }
+    let src = img.as_raw();
+    let half = 1i64 << (PIL_PRECISION_BITS - 1);
+    let vert = pil_coeffs(in_h, out_h);
+    // rows the vertical pass reads
+    let (first, last) = if out_h != in_h {
+        let (s0, _) = &vert[0];
+        let (sl, kl) = &vert[out_h - 1];
+        (*s0, sl + kl.len())
+    } else {
+        (0, in_h)
+    };
+    let rows = last - first;
+    let tmp: Vec<u8> = if out_w != in_w {
+        let horiz = pil_coeffs(in_w, out_w);
+        let mut t = vec![0u8; rows * out_w * 3];
+        for y in 0..rows {
+            let row = &src[(y + first) * in_w * 3..][..in_w * 3];
+            for (x, (x0, k)) in horiz.iter().enumerate() {
+                for c in 0..3 {
+                    let acc = k.iter().enumerate().fold(half, |a, (i, &w)| {
+                        a + i64::from(row[(x0 + i) * 3 + c]) * i64::from(w)
+                    });
+                    t[(y * out_w + x) * 3 + c] = pil_clip8(acc);
+                }
+            }
+        }
+        t
+    } else {
+        src[first * in_w * 3..last * in_w * 3].to_vec()
+    };
+    if out_h == in_h {
+        return RgbImage::from_raw(width, height, tmp).expect("rows x width x 3 bytes");
+    }
+    let mut out = vec![0u8; out_h * out_w * 3];
+    let stride = out_w * 3;
+    for (y, (y0, k)) in vert.iter().enumerate() {
+        let y0 = y0 - first;
+        for i in 0..stride {
+            let acc = k.iter().enumerate().fold(half, |a, (j, &w)| {
+                a + i64::from(tmp[(y0 + j) * stride + i]) * i64::from(w)
+            });
+            out[y * stride + i] = pil_clip8(acc);
+        }
+    }
+    RgbImage::from_raw(width, height, out).expect("height x width x 3 bytes")
 }
 
 #[cfg(test)]

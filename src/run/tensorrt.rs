@@ -21,7 +21,7 @@ use super::backend::{check_batch, image_sizes, input_roles, Backend, ModelShape}
 use super::cuda::{self, GpuPreprocess, OutType};
 use super::decode::RawOutputs;
 use super::error::{Result, RunError};
-use super::preprocess::{preprocess_batch_with, Normalize};
+use super::preprocess::{preprocess_batch_with, ImagePrep, Resize};
 
 fn trt(what: &str) -> impl Fn(trtx::Error) -> RunError + '_ {
     move |e| {
@@ -505,7 +505,7 @@ impl Backend for TensorRtBackend {
         self.execute()
     }
 
-    fn infer_images(&mut self, images: &[&RgbImage], norm: Normalize) -> Result<RawOutputs> {
+    fn infer_images(&mut self, images: &[&RgbImage], prep: ImagePrep) -> Result<RawOutputs> {
         let s = self.shape;
         check_batch(images.len(), s.batch)?;
         let kernel_type = match self.input.dtype {
@@ -513,14 +513,17 @@ impl Backend for TensorRtBackend {
             Elem::F16 => Some(OutType::F16),
             Elem::I32 | Elem::I64 => None,
         };
-        match (self.pre.as_mut(), kernel_type) {
+        // The kernel implements the torch resize; PIL's filter runs on the CPU.
+        let gpu = self.pre.as_mut().filter(|_| prep.resize == Resize::Torch);
+        match (gpu, kernel_type) {
             (Some(pre), Some(out_type)) => {
+                let norm = prep.normalize;
                 pre.run_with(images, s.height, s.width, norm, out_type, &mut self.d_input)?;
                 self.upload_sizes(&image_sizes(images))?;
                 self.execute()
             }
             _ => {
-                let input = preprocess_batch_with(images, s.height, s.width, norm);
+                let input = preprocess_batch_with(images, s.height, s.width, prep);
                 self.infer_tensor(&input, &image_sizes(images))
             }
         }

@@ -93,3 +93,62 @@ pub fn compare(ours: &[Detection], reference: &[Detection]) {
         }
     }
 }
+
+/// A COCO RLE `counts` string back to run lengths (the inverse of COCO's `rleToString`),
+/// written here from the format's description, apart from detrc's encoder.
+pub fn rle_decode_counts(s: &str) -> Vec<i64> {
+    let bytes = s.as_bytes();
+    let (mut counts, mut p) = (Vec::<i64>::new(), 0);
+    while p < bytes.len() {
+        let (mut x, mut k) = (0i64, 0);
+        loop {
+            let c = bytes[p] as i64 - 48;
+            x |= (c & 0x1f) << (5 * k);
+            p += 1;
+            k += 1;
+            if c & 0x20 == 0 {
+                if c & 0x10 != 0 {
+                    x |= -1i64 << (5 * k);
+                }
+                break;
+            }
+        }
+        if counts.len() > 2 {
+            x += counts[counts.len() - 2];
+        }
+        counts.push(x);
+    }
+    counts
+}
+
+/// The mask of a detection's `segmentation`, row-major `height x width`, checking the size is
+/// `[height, width]` and the runs add up.
+pub fn mask_of(d: &Detection, width: u32, height: u32) -> Vec<bool> {
+    let seg = d.segmentation.as_ref().expect("a segmentation");
+    assert_eq!(seg.size, [height, width], "{}", d.image);
+    let counts = rle_decode_counts(&seg.counts);
+    let (w, h) = (width as usize, height as usize);
+    assert_eq!(counts.iter().sum::<i64>(), (w * h) as i64, "{}", d.image);
+    let mut out = vec![false; w * h];
+    let (mut i, mut on) = (0usize, false);
+    for c in counts {
+        for j in i..i + c as usize {
+            // column-major position j -> row j % h, column j / h
+            out[(j % h) * w + j / h] = on;
+        }
+        i += c as usize;
+        on = !on;
+    }
+    out
+}
+
+/// Intersection over union of two masks (1 when both are empty).
+pub fn iou(a: &[bool], b: &[bool]) -> f64 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
