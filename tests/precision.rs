@@ -391,3 +391,61 @@ fn no_precision_no_change() {
         .unwrap()
         .starts_with("trtexec --onnx="));
 }
+
+/// `detrc build --precision fp16` converts with the same check and guard: the planted RT-DETR
+/// builds an sm86 engine with its FFN layers kept in fp32 (the sidecar lists them); the model
+/// `compile --precision fp16` wrote builds without `--precision`, as fp16.
+#[test]
+fn guarded_fp16_engines_build_for_sm86() {
+    let Some(trt) = detrc::tensorrt_lib::test_libraries() else {
+        eprintln!("SKIP: no TensorRT-RTX libraries");
+        return;
+    };
+    let trt = trt.to_str().unwrap();
+    let d = tmpdir();
+    let model = root().join("fixtures/fp16/rtdetr_planted_op17_b1.onnx");
+    let engine = d.path().join("a.engine");
+    let o = detrc(&[
+        "build",
+        model.to_str().unwrap(),
+        "-o",
+        engine.to_str().unwrap(),
+        "--target",
+        "sm86",
+        "--precision",
+        "fp16",
+        "--tensorrt-dir",
+        trt,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sc = detrc::build::Sidecar::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    let kept = sc
+        .steps
+        .iter()
+        .filter(|s| s.contains("fp16 guard kept"))
+        .count();
+    assert!(kept >= 3, "{:?}", sc.steps);
+
+    let fp16 = d.path().join("h.onnx");
+    report(&compile(
+        model.to_str().unwrap(),
+        &fp16,
+        &["--precision", "fp16"],
+    ));
+    let engine = d.path().join("b.engine");
+    let o = detrc(&[
+        "build",
+        fp16.to_str().unwrap(),
+        "-o",
+        engine.to_str().unwrap(),
+        "--target",
+        "sm86",
+        "--tensorrt-dir",
+        trt,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sc = detrc::build::Sidecar::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    assert_eq!(sc.precision, "fp16");
+}

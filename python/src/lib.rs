@@ -83,6 +83,7 @@ impl From<BuildError> for Failure {
                 EngineError::UnsupportedTarget { .. } | EngineError::InvalidOptions(_),
             ) => "usage",
             BuildError::Engine(_) | BuildError::Fp16(_) | BuildError::Quant(_) => "build",
+            BuildError::Fp16Check(_) => "verification",
         };
         Failure::new(category, e.to_string())
     }

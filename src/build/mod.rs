@@ -18,7 +18,7 @@ pub use sidecar::Sidecar;
 
 pub use crate::digest::sha256_hex;
 use crate::pass::{Event, Pipeline, Status};
-use crate::passes::to_fp16::{self, ToFp16};
+use crate::passes::to_fp16;
 
 /// GPU architectures `detrc build` targets when not told (comma separated).
 #[cfg(not(feature = "enterprise"))]
@@ -36,6 +36,12 @@ pub enum BuildError {
     Model(#[from] crate::Error),
     #[error("cannot convert the model to fp16: {0}")]
     Fp16(String),
+    /// The fp16 model loses accuracy past the check's thresholds even with the guard.
+    #[error(
+        "{}; no engine built (keep more in fp32 with --fp16-keep, or build fp32)",
+        .0.failure.clone().unwrap_or_default()
+    )]
+    Fp16Check(Box<crate::driver::Fp16Report>),
     #[error(
         "{} computes in fp16 already; build it with --precision fp16 (or without --precision), \
          or build the fp32 model",
@@ -200,19 +206,39 @@ pub fn prepare(
             })
         }
         Precision::Fp16 if !already_fp16 => {
-            let mut pass = ToFp16::default();
-            pass.keep.extend(opts.fp16_keep.iter().cloned());
-            let s = pass.convert(&mut g).map_err(BuildError::Fp16)?;
-            g.fix_output_names();
-            g.validate().map_err(BuildError::Fp16)?;
-            steps.push(format!(
-                "to-fp16: {} ops fp16, {} kept fp32, {} casts, constants {} -> {} bytes",
-                s.ops_fp16,
-                s.ops_fp32.values().sum::<usize>(),
-                s.casts_inserted,
-                s.const_bytes_before,
-                s.const_bytes_after
-            ));
+            // The same checked conversion as `compile --precision fp16`: fp16 storage emulated
+            // on seeded inputs, overflowing operators kept in fp32, and no engine from a model
+            // that still loses its detections.
+            let fp16 = crate::driver::Fp16Options {
+                keep: opts.fp16_keep.clone(),
+                ..Default::default()
+            };
+            let runtime = crate::reference::RuntimeChoice::default().resolve()?.0;
+            let mut say = |line: String| steps.push(line);
+            let (converted, r) = crate::driver::fp16_convert_checked(
+                &g,
+                &fp16,
+                &crate::driver::CheckInputs::Seeds(vec![0]),
+                &runtime,
+                &mut say,
+            )?;
+            if !r.passed {
+                return Err(BuildError::Fp16Check(Box::new(r)));
+            }
+            g = converted;
+            steps.push(format!("to-fp16: {}", r.conversion));
+            for k in &r.kept {
+                steps.push(format!(
+                    "fp16 guard kept {} ({}) in fp32: {}",
+                    k.node, k.op_type, k.reason
+                ));
+            }
+            if let Some(d) = &r.detections {
+                steps.push(format!(
+                    "fp16 check on {}: sorted scores {:.1} dB from fp32, {} of {} detections kept",
+                    r.inputs, d.sorted_scores_sqnr_db, d.matched, d.fp32_detections
+                ));
+            }
         }
         _ => {}
     }

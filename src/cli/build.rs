@@ -181,6 +181,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 | BuildError::AlreadyQuantized { .. }
                 | BuildError::NoCalibration(_)
                 | BuildError::Fp8Target(_) => EXIT_USAGE,
+                BuildError::Fp16Check(_) => super::EXIT_VERIFY,
                 _ => super::EXIT_ERROR,
             };
             return Err(Exit(

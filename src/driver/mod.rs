@@ -20,7 +20,8 @@ use std::path::Path;
 pub use batch_route::{BatchChange, RouteStatus};
 pub use compile::{compile, compile_with, Compiled};
 pub use fp16_check::{
-    CheckInputs, DetectionCheck, Fp16Options, Fp16Report, Kept, OutputCheck, Overflow,
+    convert_checked as fp16_convert_checked, CheckInputs, DetectionCheck, Fp16Options, Fp16Report,
+    Kept, OutputCheck, Overflow,
 };
 pub use input_shapes::{parse_input_shape, static_input_shapes, Batch, ShapeOptions};
 pub use precision::{
