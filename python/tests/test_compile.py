@@ -286,3 +286,39 @@ def test_gridsample_gather_rewrites_deformable_attention_with_the_same_outputs()
     assert report["verification"]["outputs"], report["verification"]
     with pytest.raises(detrc.UsageError, match="gridsample"):
         detrc.compile(original, gridsample="bilinear")
+
+
+def test_precision_fp16_guards_a_planted_overflow(tmp_path):
+    planted = ROOT / "fixtures/fp16/rtdetr_planted_op17_b1.onnx"
+    # Plain to-fp16 loses every output to inf/NaN under emulated fp16 storage: a verification
+    # error carrying the check's figures, and nothing written.
+    out = tmp_path / "plain.onnx"
+    with pytest.raises(detrc.VerificationError) as e:
+        detrc.compile(str(planted), output=out, precision="fp16", fp16_guard=False)
+    assert "not finite" in str(e.value)
+    assert not out.exists()
+    # Guarded: the FFN layers stay fp32, the scores stay close, the trtexec line is there.
+    out = tmp_path / "guarded.onnx"
+    _, report = detrc.compile(str(planted), output=out, precision="fp16")
+    p = report["precision"]
+    assert p["precision"] == "fp16"
+    f16 = p["fp16"]
+    assert f16["passed"] and len(f16["kept"]) >= 3, f16
+    assert f16["detections"]["sorted_scores_sqnr_db"] > 30, f16["detections"]
+    assert p["trtexec"].startswith("trtexec --onnx=") and "--stronglyTyped" in p["trtexec"]
+    m = onnx.load(str(out))
+    onnx.checker.check_model(m, full_check=True)
+    assert {e.key: e.value for e in m.metadata_props}["detrc.precision"] == "fp16"
+
+
+def test_precision_int8_needs_calibration_images(detr_bytes):
+    with pytest.raises(detrc.UsageError, match="calibration"):
+        detrc.compile(detr_bytes, precision="int8")
+    with pytest.raises(detrc.UsageError, match="precision"):
+        detrc.compile(detr_bytes, precision="fp12")
+    model, report = detrc.compile(
+        detr_bytes, precision="int8", calibration=ROOT / "examples/images"
+    )
+    ops = histogram(onnx.load_from_string(model))
+    assert ops["QuantizeLinear"] > 10 and ops["DequantizeLinear"] > 10, ops
+    assert report["precision"]["precision"] == "int8"
