@@ -242,11 +242,7 @@ pub fn prepare(
         }
         _ => {}
     }
-    let mut onnx = Vec::new();
-    crate::emit::write_model(&g.export(), &mut onnx).map_err(|cause| crate::Error::Write {
-        path: PathBuf::from("<memory>"),
-        cause,
-    })?;
+    let onnx = crate::emit::encode(&g.export())?;
     Ok(Prepared {
         onnx,
         source_sha256,

@@ -305,11 +305,7 @@ fn find_traced_batch(g: &Graph) -> Result<i64> {
         let mut h = g.clone();
         input_shapes::set_batch(&mut h, b);
         let shapes = input_shapes::static_input_shapes(&h)?;
-        let mut bytes = Vec::new();
-        crate::emit::write_model(&h.export(), &mut bytes).map_err(|cause| Error::Write {
-            path: "<memory>".into(),
-            cause,
-        })?;
+        let bytes = crate::emit::encode(&h.export())?;
         // Given shapes make the reference drop value_info and output shapes.
         match crate::reference::Reference::from_bytes_with(&bytes, &shapes).and_then(|r| {
             let x = r.random_inputs(0);

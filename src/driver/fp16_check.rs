@@ -21,7 +21,6 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ir::Graph;
-use crate::load::proto::ModelProto;
 use crate::passes::precision::fp16_storage::{self, Probe};
 use crate::passes::to_fp16::ToFp16;
 use crate::reference::{Model, Purpose, Reference, Runtime};
@@ -166,7 +165,7 @@ pub fn convert_checked(
     progress: &mut dyn FnMut(String),
 ) -> Result<(Graph, Fp16Report)> {
     let fp32_model = fp32.export();
-    let fp32_bytes = encode(&fp32_model)?;
+    let fp32_bytes = crate::emit::encode(&fp32_model)?;
     // A dynamic batch runs at batch 1, as `--verify` runs it; the emulation has the same inputs.
     let specs = || -> Result<_> {
         let shapes = crate::reference::batch_one_shapes(&fp32_model)?;
@@ -218,7 +217,7 @@ pub fn convert_checked(
             reason: format!("cannot emulate its fp16 storage: {e}"),
         })?;
         let emulation_model = emulation.graph.export();
-        let bytes = encode(&emulation_model)?;
+        let bytes = crate::emit::encode(&emulation_model)?;
         let mut emu_specs = specs()?;
         emu_specs.1 = crate::reference::output_names(&emulation_model);
         let emulated = Reference::load(
@@ -669,13 +668,4 @@ fn failure(
                 )
             }),
     }
-}
-
-fn encode(model: &ModelProto) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    crate::emit::write_model(model, &mut bytes).map_err(|cause| Error::Write {
-        path: "<memory>".into(),
-        cause,
-    })?;
-    Ok(bytes)
 }

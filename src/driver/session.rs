@@ -171,7 +171,7 @@ impl Session {
                     }
                     Output::Memory { bytes: false } => None,
                     Output::Memory { bytes: true } => {
-                        Some(encode(&compiled.model).map_err(SessionError::Write)?)
+                        Some(crate::emit::encode(&compiled.model).map_err(SessionError::Write)?)
                     }
                 };
                 return Ok(Outcome {
@@ -192,7 +192,8 @@ impl Session {
                     progress,
                 )?,
                 Output::Memory { .. } => {
-                    let encoded = encode(&compiled.model).map_err(SessionError::Write)?;
+                    let encoded =
+                        crate::emit::encode(&compiled.model).map_err(SessionError::Write)?;
                     let v = check_encoded(vo, source, &compiled, &encoded)
                         .map_err(SessionError::Verify)?;
                     (v, Pending::Bytes(encoded))
@@ -236,7 +237,7 @@ impl Session {
                     Some(b)
                 }
                 (_, Output::Memory { bytes: true }) => {
-                    Some(encode(&compiled.model).map_err(SessionError::Write)?)
+                    Some(crate::emit::encode(&compiled.model).map_err(SessionError::Write)?)
                 }
                 _ => None,
             };
@@ -320,7 +321,7 @@ impl Session {
             unreachable!("check_file runs only with verification");
         };
         if let Some(change) = &compiled.batch {
-            let bytes = encode(&compiled.model).map_err(SessionError::Write)?;
+            let bytes = crate::emit::encode(&compiled.model).map_err(SessionError::Write)?;
             let v = runtime(vo)
                 .and_then(|rt| {
                     verify::verify_batches_with(
@@ -390,13 +391,4 @@ fn runtime(vo: &VerifyOptions) -> Result<Runtime> {
         Some(rt) => Ok(rt.clone()),
         None => Ok(RuntimeChoice::default().resolve()?.0),
     }
-}
-
-fn encode(model: &ModelProto) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    crate::emit::write_model(model, &mut bytes).map_err(|cause| Error::Write {
-        path: "<memory>".into(),
-        cause,
-    })?;
-    Ok(bytes)
 }

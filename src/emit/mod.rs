@@ -32,6 +32,16 @@ const PROTOBUF_LIMIT: u64 = (1u64 << 31) - 1;
 /// Tensors in the side file start at this alignment so a consumer may map them directly.
 const EXTERNAL_ALIGN: u64 = 64;
 
+/// `model` encoded in memory (for a runtime to load, or a caller that wants the bytes).
+pub fn encode(model: &ModelProto) -> crate::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    write_model(model, &mut bytes).map_err(|cause| crate::Error::Write {
+        path: "<memory>".into(),
+        cause,
+    })?;
+    Ok(bytes)
+}
+
 /// Encodes `model` exactly as `model.encode_to_vec()` would, but tensor by tensor, so memory
 /// use stays at one tensor rather than the whole model.
 pub fn write_model<W: Write + ?Sized>(model: &ModelProto, out: &mut W) -> std::io::Result<()> {

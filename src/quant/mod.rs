@@ -152,15 +152,6 @@ fn for_each_batch(
     Ok(())
 }
 
-fn encode(g: &Graph) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    crate::emit::write_model(&g.export(), &mut bytes).map_err(|cause| crate::Error::Write {
-        path: PathBuf::from("<memory>"),
-        cause,
-    })?;
-    Ok(bytes)
-}
-
 /// Histograms of the observed tensors.
 #[derive(Debug, Clone, Default)]
 pub struct Calibration {
@@ -226,7 +217,7 @@ pub fn calibrate_with(
             },
         });
     }
-    let reference = Reference::from_bytes(&encode(&obs)?)?;
+    let reference = Reference::from_bytes(&crate::emit::encode(&obs.export())?)?;
     let mut cal = Calibration::default();
     for t in tensors {
         cal.histograms.insert(t.clone(), Histogram::default());
@@ -498,7 +489,7 @@ pub fn quantize_graph(
 
 /// ONNX bytes of a graph.
 pub fn to_bytes(g: &Graph) -> Result<Vec<u8>> {
-    encode(g)
+    Ok(crate::emit::encode(&g.export())?)
 }
 
 /// Which outputs are the class logits and the boxes: `[B, Q, C]` and `[B, Q, 4]` (by name when
