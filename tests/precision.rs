@@ -449,3 +449,49 @@ fn guarded_fp16_engines_build_for_sm86() {
     let sc = detrc::build::Sidecar::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap();
     assert_eq!(sc.precision, "fp16");
 }
+
+/// Nothing overflows, yet fp16 ruins the result: `(MatMul(x) + 4000) - 4000` stores the sum
+/// where fp16's spacing is 2. Plain `to-fp16` fails the check on the output's SQNR (exit 3);
+/// the guard finds by measurement an operator of that sum whose fp32 keeps the output within
+/// 30 dB, and says so.
+#[test]
+fn rounding_costs_are_measured_and_kept() {
+    let d = tmpdir();
+    let m = M::new(17)
+        .input("x", &[4, 32])
+        .output("y")
+        .rand("w1", &[32, 32], 1)
+        .rand("w2", &[32, 16], 2)
+        .f32("c", &[1], &[4000.0])
+        .node("MatMul", &["x", "w1"], &["h"], vec![])
+        .node("Relu", &["h"], &["r"], vec![])
+        .node("MatMul", &["r", "w2"], &["m"], vec![])
+        .node("Add", &["m", "c"], &["a"], vec![])
+        .node("Sub", &["a", "c"], &["y"], vec![]);
+    let model = d.path().join("cancel.onnx");
+    std::fs::write(&model, common::encode(&m.model())).unwrap();
+    let model = model.to_str().unwrap();
+
+    let plain = d.path().join("plain.onnx");
+    let o = compile(model, &plain, &["--precision", "fp16", "--no-fp16-guard"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("dB from fp32"), "{}", stderr(&o));
+    assert!(!plain.exists());
+
+    let out = d.path().join("guarded.onnx");
+    let r = report(&compile(model, &out, &["--precision", "fp16"]));
+    let f16 = &r["precision"]["fp16"];
+    assert_eq!(f16["passed"], true, "{f16}");
+    let kept = f16["kept"].as_array().unwrap();
+    assert!(
+        !kept.is_empty()
+            && kept.iter().all(|k| k["reason"]
+                .as_str()
+                .unwrap()
+                .contains("rounding costs the most")),
+        "{kept:?}"
+    );
+    assert!(f16["first_overflows"].as_array().unwrap().is_empty());
+    let y = &f16["outputs"][0];
+    assert!(y["sqnr_db"].as_f64().unwrap() > 30.0, "{y}");
+}

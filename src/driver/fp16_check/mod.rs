@@ -13,6 +13,9 @@
 //! inputs stayed in range are kept. Where the culprit is a Cast that `to-fp16` inserted (a kept
 //! fp32 op's large result entering fp16 again), its readers are kept instead.
 
+mod compare;
+mod sensitivity;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
@@ -24,8 +27,7 @@ use crate::ir::Graph;
 use crate::passes::precision::fp16_storage::{self, Probe};
 use crate::passes::to_fp16::ToFp16;
 use crate::reference::{Model, Purpose, Reference, Runtime};
-use crate::run::decode::{self, BatchOutputs, Decode, DecodeOptions};
-use crate::run::postprocess::Detection;
+use crate::run::decode;
 
 /// Largest finite fp16 value.
 pub const F16_MAX: f32 = 65504.0;
@@ -152,11 +154,13 @@ fn finite_or_string<S: serde::Serializer>(v: &f32, s: S) -> std::result::Result<
     }
 }
 
-type Outputs = Vec<(String, ArrayD<f32>)>;
+pub(super) type Outputs = Vec<(String, ArrayD<f32>)>;
 
 /// Converts `fp32` to fp16 (with `to-fp16`), checks it under fp16 storage and, with the guard
-/// on, keeps overflowing operators in fp32 until none overflows. Returns the fp16 graph that
-/// the report describes; the caller decides what a failed check means.
+/// on, keeps overflowing operators in fp32 until none overflows; where the check still fails
+/// without an overflow, keeps the operators whose rounding costs the scores most, measured one
+/// at a time ([`sensitivity`]). Returns the fp16 graph that the report describes; the caller
+/// decides what a failed check means.
 pub fn convert_checked(
     fp32: &Graph,
     opts: &Fp16Options,
@@ -164,80 +168,30 @@ pub fn convert_checked(
     runtime: &Runtime,
     progress: &mut dyn FnMut(String),
 ) -> Result<(Graph, Fp16Report)> {
-    let fp32_model = fp32.export();
-    let fp32_bytes = crate::emit::encode(&fp32_model)?;
-    // A dynamic batch runs at batch 1, as `--verify` runs it; the emulation has the same inputs.
-    let specs = || -> Result<_> {
-        let shapes = crate::reference::batch_one_shapes(&fp32_model)?;
-        Ok((
-            crate::reference::input_specs_with(&fp32_model, &shapes)?,
-            crate::reference::output_names(&fp32_model),
-        ))
-    };
-    let reference = Reference::load(
-        Model::Bytes(&fp32_bytes),
-        runtime,
-        Purpose::Verify,
-        Some(specs()?),
-    )?;
-    let (sets, described) = input_sets(&reference, fp32, inputs)?;
-    let expected: Vec<Outputs> = sets
-        .iter()
-        .map(|s| reference.run(s))
-        .collect::<Result<_>>()?;
-    drop(reference);
-    let decode = decode::detect(&fp32_model).ok();
-    let fp32_names: HashSet<String> = fp32
-        .g
-        .node_indices()
-        .flat_map(|n| fp32.g[n].outputs.iter().map(|v| v.name.clone()))
-        .collect();
-
+    let (checker, described) = Checker::new(fp32, opts, inputs, runtime)?;
     let limit = F16_MAX / opts.headroom.max(1.0);
     let mut kept: Vec<Kept> = Vec::new();
     let mut first_overflows = None;
     let mut round = 0;
     loop {
         round += 1;
-        let mut g = fp32.clone();
-        let mut pass = ToFp16::default();
-        pass.keep.extend(opts.keep.iter().cloned());
-        pass.keep.extend(kept.iter().map(|k| k.tensor.clone()));
-        let summary = pass.convert(&mut g).map_err(|e| Error::Pass {
-            pass: "to-fp16".into(),
-            reason: e,
-        })?;
-        g.fix_output_names();
-        g.validate().map_err(|e| Error::Pass {
-            pass: "to-fp16".into(),
-            reason: e.to_string(),
-        })?;
-        let emulation = fp16_storage::emulate(&g).map_err(|e| Error::Pass {
-            pass: "to-fp16".into(),
-            reason: format!("cannot emulate its fp16 storage: {e}"),
-        })?;
-        let emulation_model = emulation.graph.export();
-        let bytes = crate::emit::encode(&emulation_model)?;
-        let mut emu_specs = specs()?;
-        emu_specs.1 = crate::reference::output_names(&emulation_model);
-        let emulated = Reference::load(
-            Model::Bytes(&bytes),
-            runtime,
-            Purpose::Verify,
-            Some(emu_specs),
-        )?;
-        let got: Vec<Outputs> = sets
-            .iter()
-            .map(|s| emulated.run(s))
-            .collect::<Result<_>>()?;
-        drop(emulated);
-        let peaks = probe_peaks(&emulation.probes, &got);
-        let causes = causes(&emulation.probes, &peaks, limit);
+        let keep = checker.keep_list(&kept);
+        let trial = checker.trial(&keep)?;
+        let peaks = probe_peaks(&trial.probes, &trial.got);
+        let causes = causes(&trial.probes, &peaks, limit);
         if first_overflows.is_none() {
             first_overflows = Some(causes.clone());
         }
-        let keep_now = if opts.guard && round < opts.max_rounds.max(1) {
-            to_keep(&g, &causes, &fp32_names, &kept, limit, round)
+        let more_rounds = opts.guard && round < opts.max_rounds.max(1);
+        let keep_now = if more_rounds {
+            to_keep(
+                &trial.graph,
+                &causes,
+                &checker.fp32_names,
+                &kept,
+                limit,
+                round,
+            )
         } else {
             Vec::new()
         };
@@ -262,30 +216,171 @@ pub fn convert_checked(
                 )
             });
         }
-        if keep_now.is_empty() {
-            let outputs = compare_outputs(&expected, &got);
-            let detections = decode.and_then(|d| detections(d, &expected, &got, opts.threshold));
-            let failure = failure(opts, &outputs, detections.as_ref(), &causes);
-            let report = Fp16Report {
-                inputs: described,
-                rounds: round,
-                first_overflows: first_overflows.unwrap_or_default(),
-                kept,
-                overflows: causes,
-                outputs,
-                detections,
-                conversion: format!(
-                    "{} ops fp16, {} kept fp32, {} casts",
-                    summary.ops_fp16,
-                    summary.ops_fp32.values().sum::<usize>(),
-                    summary.casts_inserted
-                ),
-                passed: failure.is_none(),
-                failure,
-            };
-            return Ok((g, report));
+        if !keep_now.is_empty() {
+            kept.extend(keep_now);
+            continue;
         }
-        kept.extend(keep_now);
+        let outputs = compare::compare_outputs(&checker.expected, &trial.got);
+        let detections = checker
+            .decode
+            .and_then(|d| compare::detections(d, &checker.expected, &trial.got, opts.threshold));
+        let failure = compare::failure(opts, &outputs, detections.as_ref(), &causes);
+        // Nothing overflows, yet fp16 costs too much: measure which operator's rounding does.
+        if failure.is_some() && causes.is_empty() && more_rounds {
+            let found = sensitivity::most_costly(&checker, &keep, &trial, round, progress)?;
+            if let Some(k) = found {
+                kept.push(k);
+                continue;
+            }
+        }
+        let summary = &trial.summary;
+        let report = Fp16Report {
+            inputs: described,
+            rounds: round,
+            first_overflows: first_overflows.unwrap_or_default(),
+            kept,
+            overflows: causes,
+            outputs,
+            detections,
+            conversion: format!(
+                "{} ops fp16, {} kept fp32, {} casts",
+                summary.ops_fp16,
+                summary.ops_fp32.values().sum::<usize>(),
+                summary.casts_inserted
+            ),
+            passed: failure.is_none(),
+            failure,
+        };
+        return Ok((trial.graph, report));
+    }
+}
+
+/// The fp32 model's run, kept for every conversion tried against it.
+struct Checker<'a> {
+    fp32: &'a Graph,
+    opts: &'a Fp16Options,
+    runtime: &'a Runtime,
+    /// The runtime's input specs (a dynamic batch at 1) and the fp32 model's output names.
+    specs: (Vec<crate::reference::InputSpec>, Vec<String>),
+    sets: Vec<Vec<ArrayD<f32>>>,
+    expected: Vec<Outputs>,
+    decode: Option<decode::Decode>,
+    fp32_names: HashSet<String>,
+}
+
+/// One conversion, emulated and run on every input set.
+struct Trial {
+    graph: Graph,
+    summary: crate::passes::to_fp16::Summary,
+    probes: Vec<Probe>,
+    got: Vec<Outputs>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(
+        fp32: &'a Graph,
+        opts: &'a Fp16Options,
+        inputs: &CheckInputs,
+        runtime: &'a Runtime,
+    ) -> Result<(Checker<'a>, String)> {
+        let model = fp32.export();
+        let bytes = crate::emit::encode(&model)?;
+        // A dynamic batch runs at batch 1, as `--verify` runs it.
+        let shapes = crate::reference::batch_one_shapes(&model)?;
+        let specs = (
+            crate::reference::input_specs_with(&model, &shapes)?,
+            crate::reference::output_names(&model),
+        );
+        let reference = Reference::load(
+            Model::Bytes(&bytes),
+            runtime,
+            Purpose::Verify,
+            Some(specs.clone()),
+        )?;
+        let (sets, described) = input_sets(&reference, fp32, inputs)?;
+        let expected: Vec<Outputs> = sets
+            .iter()
+            .map(|s| reference.run(s))
+            .collect::<Result<_>>()?;
+        let fp32_names = fp32
+            .g
+            .node_indices()
+            .flat_map(|n| fp32.g[n].outputs.iter().map(|v| v.name.clone()))
+            .collect();
+        let checker = Checker {
+            fp32,
+            opts,
+            runtime,
+            specs,
+            sets,
+            expected,
+            decode: decode::detect(&model).ok(),
+            fp32_names,
+        };
+        Ok((checker, described))
+    }
+
+    /// What `to-fp16` keeps: the caller's list and the guard's.
+    fn keep_list(&self, kept: &[Kept]) -> Vec<String> {
+        let mut keep = self.opts.keep.clone();
+        keep.extend(kept.iter().map(|k| k.tensor.clone()));
+        keep
+    }
+
+    /// Converts with `keep` kept in fp32 (on top of `to-fp16`'s defaults), emulates its fp16
+    /// storage and runs it on every input set.
+    fn trial(&self, keep: &[String]) -> Result<Trial> {
+        let pass_err = |reason: String| Error::Pass {
+            pass: "to-fp16".into(),
+            reason,
+        };
+        let mut graph = self.fp32.clone();
+        let mut pass = ToFp16::default();
+        pass.keep.extend(keep.iter().cloned());
+        let summary = pass.convert(&mut graph).map_err(pass_err)?;
+        graph.fix_output_names();
+        graph.validate().map_err(|e| pass_err(e.to_string()))?;
+        let emulation = fp16_storage::emulate(&graph)
+            .map_err(|e| pass_err(format!("cannot emulate its fp16 storage: {e}")))?;
+        let model = emulation.graph.export();
+        let bytes = crate::emit::encode(&model)?;
+        let specs = (self.specs.0.clone(), crate::reference::output_names(&model));
+        let emulated = Reference::load(
+            Model::Bytes(&bytes),
+            self.runtime,
+            Purpose::Verify,
+            Some(specs),
+        )?;
+        let got = self
+            .sets
+            .iter()
+            .map(|s| emulated.run(s))
+            .collect::<Result<_>>()?;
+        Ok(Trial {
+            graph,
+            summary,
+            probes: emulation.probes,
+            got,
+        })
+    }
+
+    /// How close a trial comes to fp32, in dB: the sorted scores' SQNR for a detection model,
+    /// else the worst output's; minus infinity for an output that is not finite.
+    fn score(&self, got: &[Outputs]) -> f64 {
+        let outputs = compare::compare_outputs(&self.expected, got);
+        if outputs.iter().any(|o| o.non_finite > 0) {
+            return f64::NEG_INFINITY;
+        }
+        let det = self
+            .decode
+            .and_then(|d| compare::detections(d, &self.expected, got, self.opts.threshold));
+        match det {
+            Some(d) => d.sorted_scores_sqnr_db,
+            None => outputs
+                .iter()
+                .map(|o| o.sqnr_db)
+                .fold(f64::INFINITY, f64::min),
+        }
     }
 }
 
@@ -429,243 +524,4 @@ fn to_keep(
         }
     }
     out
-}
-
-fn compare_outputs(expected: &[Outputs], got: &[Outputs]) -> Vec<OutputCheck> {
-    let mut out: Vec<OutputCheck> = Vec::new();
-    let mut sig: Vec<f64> = Vec::new();
-    let mut noise: Vec<f64> = Vec::new();
-    for (e_run, g_run) in expected.iter().zip(got) {
-        for (i, (name, a)) in e_run.iter().enumerate() {
-            let Some((_, b)) = g_run.iter().find(|(n, _)| n == name) else {
-                continue;
-            };
-            if out.len() <= i {
-                out.push(OutputCheck {
-                    name: name.clone(),
-                    sqnr_db: 0.0,
-                    max_abs_diff: 0.0,
-                    non_finite: 0,
-                });
-                sig.push(0.0);
-                noise.push(0.0);
-            }
-            for (&x, &y) in a.iter().zip(b.iter()) {
-                if !x.is_finite() {
-                    continue;
-                }
-                if !y.is_finite() {
-                    out[i].non_finite += 1;
-                    continue;
-                }
-                let d = (x - y) as f64;
-                sig[i] += (x as f64) * (x as f64);
-                noise[i] += d * d;
-                out[i].max_abs_diff = out[i].max_abs_diff.max(d.abs() as f32);
-            }
-        }
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        o.sqnr_db = crate::quant::sqnr_db(sig[i], noise[i]);
-    }
-    out
-}
-
-/// Scores and detections of both models, decoded as `detrc run` decodes them.
-fn detections(
-    decode: Decode,
-    expected: &[Outputs],
-    got: &[Outputs],
-    threshold: f32,
-) -> Option<DetectionCheck> {
-    let (mut sig, mut noise) = (0f64, 0f64);
-    let mut check = DetectionCheck {
-        decode: decode.name().to_string(),
-        threshold,
-        sorted_scores_sqnr_db: 0.0,
-        fp32_detections: 0,
-        fp16_detections: 0,
-        matched: 0,
-        recall: 1.0,
-    };
-    for (e, g) in expected.iter().zip(got) {
-        let a = assemble(decode, e)?;
-        let b = assemble(decode, g)?;
-        let batch = match &a {
-            BatchOutputs::Heads(o) => o.batch,
-            BatchOutputs::Graph(o) => o.batch,
-        };
-        for img in 0..batch {
-            let (sa, sb) = (
-                sorted_scores(decode, &a, img),
-                sorted_scores(decode, &b, img),
-            );
-            for (x, y) in sa.iter().zip(&sb) {
-                let y = if y.is_finite() { *y } else { 0.0 };
-                sig += (*x as f64) * (*x as f64);
-                noise += ((x - y) as f64).powi(2);
-            }
-            let opts = |t: f32| DecodeOptions {
-                decode,
-                top_k: None,
-                threshold: t,
-            };
-            let da = a.detections(img, "", 1, 1, &opts(threshold));
-            let db = b.detections(img, "", 1, 1, &opts((threshold - 0.05).max(0.0)));
-            check.fp32_detections += da.len();
-            check.fp16_detections += db.iter().filter(|d| d.score >= threshold).count();
-            check.matched += matched(&da, &db);
-        }
-    }
-    check.sorted_scores_sqnr_db = crate::quant::sqnr_db(sig, noise);
-    if check.fp32_detections > 0 {
-        check.recall = check.matched as f64 / check.fp32_detections as f64;
-    }
-    Some(check)
-}
-
-fn assemble(decode: Decode, outputs: &Outputs) -> Option<BatchOutputs> {
-    let raw: decode::RawOutputs = outputs
-        .iter()
-        .map(|(n, a)| {
-            (
-                n.clone(),
-                a.shape().iter().map(|&d| d as i64).collect(),
-                a.iter().copied().collect(),
-            )
-        })
-        .collect();
-    let batch = raw.first().and_then(|(_, s, _)| s.first()).copied()? as usize;
-    decode::assemble(raw, decode, batch).ok()
-}
-
-/// One image's scores, best first: each query's best class after softmax, every
-/// (query, class) sigmoid, or the graph's own scores; as many as there are queries.
-fn sorted_scores(decode: Decode, o: &BatchOutputs, img: usize) -> Vec<f32> {
-    let mut s: Vec<f32> = match o {
-        BatchOutputs::Heads(h) => {
-            let per = h.queries * h.classes;
-            let l = &h.logits[img * per..][..per];
-            match decode {
-                Decode::Softmax => l
-                    .chunks(h.classes)
-                    .map(|q| crate::run::postprocess::best_class(q).1)
-                    .collect(),
-                _ => l.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
-            }
-        }
-        BatchOutputs::Graph(g) => g.scores[img * g.k..][..g.k].to_vec(),
-    };
-    let n = match o {
-        BatchOutputs::Heads(h) => h.queries,
-        BatchOutputs::Graph(g) => g.k,
-    };
-    // NaN last: a lost score, not the best one.
-    s.sort_by(|a, b| {
-        b.partial_cmp(a)
-            .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
-    });
-    s.truncate(n);
-    s
-}
-
-/// fp32 detections with a same-class fp16 detection at IoU >= 0.5, each fp16 one used once.
-fn matched(a: &[Detection], b: &[Detection]) -> usize {
-    let mut used = vec![false; b.len()];
-    let mut n = 0;
-    for d in a {
-        let best = b
-            .iter()
-            .enumerate()
-            .filter(|(j, e)| !used[*j] && e.category_id == d.category_id)
-            .map(|(j, e)| (j, overlap(d.bbox, e.bbox)))
-            .filter(|(_, v)| *v >= 0.5)
-            .max_by(|x, y| x.1.total_cmp(&y.1));
-        if let Some((j, _)) = best {
-            used[j] = true;
-            n += 1;
-        }
-    }
-    n
-}
-
-/// IoU of two `[x, y, w, h]` boxes; 1 for boxes equal within 1% of their size, which a
-/// degenerate box (a self-decoding graph fed a random target size) needs.
-fn overlap(a: [f32; 4], b: [f32; 4]) -> f32 {
-    let scale = a.iter().chain(&b).fold(1e-6f32, |m, v| m.max(v.abs()));
-    if a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 0.01 * scale) {
-        return 1.0;
-    }
-    iou(a, b)
-}
-
-/// IoU of two `[x, y, w, h]` boxes.
-fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
-    let iw = ((a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = ((a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let union = a[2] * a[3] + b[2] * b[3] - inter;
-    if union > 0.0 && union.is_finite() {
-        inter / union
-    } else {
-        0.0
-    }
-}
-
-fn failure(
-    opts: &Fp16Options,
-    outputs: &[OutputCheck],
-    det: Option<&DetectionCheck>,
-    overflows: &[Overflow],
-) -> Option<String> {
-    let bad: Vec<String> = outputs
-        .iter()
-        .filter(|o| o.non_finite > 0)
-        .map(|o| format!("{} ({} inf/NaN)", o.name, o.non_finite))
-        .collect();
-    let first = || {
-        overflows
-            .iter()
-            .take(3)
-            .map(|o| format!("{} (made by {})", o.tensor, o.node))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if !bad.is_empty() {
-        return Some(format!(
-            "fp16 outputs are not finite: {}{}",
-            bad.join(", "),
-            if overflows.is_empty() {
-                String::new()
-            } else {
-                format!("; first overflow: {}", first())
-            }
-        ));
-    }
-    match det {
-        Some(d) if d.sorted_scores_sqnr_db < opts.min_sqnr_db => Some(format!(
-            "fp16 scores are {:.1} dB from fp32 (at least {:.0} dB needed)",
-            d.sorted_scores_sqnr_db, opts.min_sqnr_db
-        )),
-        // A few detections say little: one TopK near-tie swap in a random-weight model is
-        // already a fifth of five.
-        Some(d) if d.fp32_detections >= 5 && d.recall < opts.min_recall => Some(format!(
-            "fp16 keeps {} of {} fp32 detections at score {} ({:.0}%; {:.0}% needed)",
-            d.matched,
-            d.fp32_detections,
-            d.threshold,
-            100.0 * d.recall,
-            100.0 * opts.min_recall
-        )),
-        Some(_) => None,
-        None => outputs
-            .iter()
-            .find(|o| o.sqnr_db < opts.min_sqnr_db)
-            .map(|o| {
-                format!(
-                    "fp16 output {} is {:.1} dB from fp32 (at least {:.0} dB needed)",
-                    o.name, o.sqnr_db, opts.min_sqnr_db
-                )
-            }),
-    }
 }
