@@ -495,3 +495,48 @@ fn rounding_costs_are_measured_and_kept() {
     let y = &f16["outputs"][0];
     assert!(y["sqnr_db"].as_f64().unwrap() > 30.0, "{y}");
 }
+
+/// `--gridsample gather` with Q/DQ: the rewritten deformable attention is calibrated and
+/// quantized like the rest, no GridSample is left, and the int8 engine builds for sm86 from
+/// the precision the graph states.
+#[test]
+fn gridsample_gather_with_int8_builds() {
+    let Some(trt) = detrc::tensorrt_lib::test_libraries() else {
+        eprintln!("SKIP: no TensorRT-RTX libraries");
+        return;
+    };
+    let d = tmpdir();
+    let model = root().join("fixtures/family/rtdetr_op17_b1.onnx");
+    let images = root().join("examples/images");
+    let out = d.path().join("q.onnx");
+    let r = report(&compile(
+        model.to_str().unwrap(),
+        &out,
+        &[
+            "--gridsample",
+            "gather",
+            "--precision",
+            "int8",
+            "--calibration",
+            images.to_str().unwrap(),
+        ],
+    ));
+    let ops = &r["ops_after"];
+    assert!(ops.get("GridSample").is_none(), "{ops}");
+    assert!(ops["QuantizeLinear"].as_u64().unwrap() > 20, "{ops}");
+    let engine = d.path().join("q.engine");
+    let o = detrc(&[
+        "build",
+        out.to_str().unwrap(),
+        "-o",
+        engine.to_str().unwrap(),
+        "--target",
+        "sm86",
+        "--tensorrt-dir",
+        trt.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sc = detrc::build::Sidecar::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    assert_eq!(sc.precision, "int8");
+}
