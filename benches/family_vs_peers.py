@@ -37,9 +37,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 WATCH = ["Gather", "Where", "Shape", "ReduceMean", "ScatterND"]
 
 
-def counts(path: Path) -> tuple[int, Counter]:
+def counts(path: Path) -> tuple[int, Counter, set]:
+    """Nodes, op histogram, and the non-standard op domains used (com.microsoft, ...): an
+    output with those is not a TensorRT-parsable ONNX model and does not count as a peer's
+    result."""
     m = onnx.load(str(path), load_external_data=False)
-    return len(m.graph.node), Counter(n.op_type for n in m.graph.node)
+    return (len(m.graph.node), Counter(n.op_type for n in m.graph.node),
+            {n.domain for n in m.graph.node if n.domain not in ("", "ai.onnx")})
 
 
 def timed(cmd: list[str]) -> tuple[float, str | None]:
@@ -119,21 +123,42 @@ def left(c: Counter) -> str:
     return ", ".join(parts) or "-"
 
 
+def gsw(r, t) -> str:
+    """Gather/Shape/Where left by tool `t`."""
+    if not r[t][2]:
+        return "-"
+    c = r[t][2][1]
+    return f"{c['Gather']}/{c['Shape']}/{c['Where']}"
+
+
 def render(rows) -> str:
     head = ("| export | original | detrc | onnxsim | onnxslim | left by detrc | "
-            "detrc / best peer | detrc s | onnxsim s | onnxslim s | detrc vs original |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")
+            "detrc / best peer | Gather/Shape/Where detrc · onnxsim · onnxslim | detrc s | "
+            "onnxsim s | onnxslim s | detrc vs original |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
+    foreign = False
     for r in rows:
         def n(t):
-            return str(r[t][2][0]) if r[t][2] else "fails"
-        peers = [r[t][2][0] for t in ("onnxsim", "onnxslim") if r[t][2]]
+            nonlocal foreign
+            if not r[t][2]:
+                return "fails"
+            if r[t][2][2]:
+                foreign = True
+                return f"{r[t][2][0]}* ({', '.join(sorted(r[t][2][2]))})"
+            return str(r[t][2][0])
+        # A peer output with ops outside the standard ONNX domain does not count.
+        peers = [r[t][2][0] for t in ("onnxsim", "onnxslim") if r[t][2] and not r[t][2][2]]
         ratio = (f"{r['detrc'][2][0] / min(peers):.2f}x" if peers and r["detrc"][2] else "-")
         lines.append(
             f"| {r['name']} | {r['orig'][0]} | {n('detrc')} | {n('onnxsim')} | {n('onnxslim')} "
             f"| {left(r['detrc'][2][1]) if r['detrc'][2] else r['detrc'][1]} | {ratio} "
+            f"| {gsw(r, 'detrc')} · {gsw(r, 'onnxsim')} · {gsw(r, 'onnxslim')} "
             f"| {r['detrc'][0]:.2f} | {r['onnxsim'][0]:.2f} | {r['onnxslim'][0]:.2f} "
             f"| {r['check']} |")
+    if foreign:
+        lines.append("\n\\* uses ops outside the standard ONNX domain (TensorRT cannot parse "
+                     "them): not counted as the best peer.")
     return "\n".join(lines)
 
 

@@ -4,14 +4,18 @@
 Two kinds of exports, as users make them:
 
 * Hugging Face `transformers` models (DETR, Conditional DETR, DAB-DETR, Deformable DETR,
-  RT-DETR, RT-DETRv2, D-FINE) built from SMALL configurations with seeded random weights:
-  no download (backbone configs from transformers itself: ResNetConfig, RTDetrResNetConfig,
-  HGNetV2Config; never timm, never pretrained). Input `pixel_values`, outputs `logits`,
+  RT-DETR, RT-DETRv2, D-FINE, LW-DETR, RF-DETR, DEIMv2, YOLOS, Table Transformer) built from
+  SMALL configurations with seeded random weights: no download (backbone configs from
+  transformers itself: ResNetConfig, RTDetrResNetConfig, HGNetV2Config, the LW-DETR ViT,
+  RF-DETR's DINOv2 and DINOv3 ViT configs; never timm, never pretrained). Input `pixel_values`, outputs `logits`,
   `pred_boxes`. Exported with the TorchScript exporter (`dynamo=False`) at opsets 16 and 17
   (one with a dynamic batch), and with the dynamo exporter (opset 18, weights as external
-  data).
-* The official RT-DETRv2 (lyuwenyu/RT-DETR) and D-FINE (Peterande/D-FINE) export scripts,
-  run from a temporary checkout (`--official-root`, see `official()`), never committed.
+  data). Where an exporter cannot export a family (RF-DETR's antialiased bicubic resize has no
+  TorchScript translation; DEIMv2's `torch.all` check none in the dynamo exporter), the
+  manifest's `not_exported` says so with the exporter's reason.
+* The official RT-DETRv2 (lyuwenyu/RT-DETR), D-FINE (Peterande/D-FINE), DEIM
+  (ShihuaHuang95/DEIM) and DEIMv2 (Intellindust-AI-Lab/DEIMv2) export scripts, run from a
+  temporary checkout (`--official-root`, see `official()`), never committed.
 
 Every bias, norm affine and batch-norm running statistic gets a non-trivial seeded value, so no
 `x*1` / `x+0` becomes removable by accident. Each export is checked against torch under
@@ -64,6 +68,23 @@ FAMILIES = {
     "rtdetr": dict(arch="RTDetrForObjectDetection", size=(160, 192), seed=16),
     "rtdetr_v2": dict(arch="RTDetrV2ForObjectDetection", size=(160, 192), seed=17),
     "dfine": dict(arch="DFineForObjectDetection", size=(160, 192), seed=18),
+    # The newer families (issue 24). Their position embeddings, class/detection tokens and layer
+    # scales are parameters of their own (not Linear/Conv/norm): `all_params` perturbs those too
+    # (and their dynamo exports lose the per-node stack traces, to stay small).
+    # LW-DETR: ViT with windowed blocks (2x2 windows folded into the batch axis), its absolute
+    # position embeddings resized bicubic from a 4x4 pretraining grid to the 6x8 input grid;
+    # two projector levels, 2x up (ConvTranspose) and 2x down, as LW-DETR's large models.
+    "lw_detr": dict(arch="LwDetrForObjectDetection", size=(96, 128), seed=19, all_params=True),
+    # RF-DETR: DINOv2 backbone, windowed; position embeddings resized bicubic with antialias,
+    # which only the dynamo exporter can write (TorchScript has no aten::_upsample_bicubic2d_aa).
+    "rf_detr": dict(arch="RfDetrForObjectDetection", size=(96, 128), seed=20, all_params=True),
+    # DEIMv2 with its DINOv3 backbone (RoPE, register tokens) and spatial tuning adapter.
+    "deimv2": dict(arch="Deimv2ForObjectDetection", size=(96, 128), seed=21, all_params=True),
+    # YOLOS: plain ViT; the position embeddings (initial and per layer) resized bicubic from the
+    # 4x6 configured grid to the 6x8 input grid. Softmax classes with a no-object class.
+    "yolos": dict(arch="YolosForObjectDetection", size=(96, 128), seed=22, all_params=True),
+    "table_transformer": dict(arch="TableTransformerForObjectDetection", size=(96, 128), seed=23,
+                              all_params=True),
 }
 
 # (opset, batch, exporter); batch None = dynamic batch axis.
@@ -129,11 +150,57 @@ def make_config(family: str, width: int = 32, layers: int = 3, queries: int = 10
         rt["encoder_in_channels"] = [16, 32, 64]
         return T.DFineConfig(backbone_config=bb, lqe_hidden_dim=16, max_num_bins=8,
                              head_dim=width // 2, **rt)
+    return newgen_config(family, width, layers, queries, labels)
+
+
+def newgen_config(family: str, width: int, layers: int, queries: int, labels: int):
+    """LW-DETR, RF-DETR, DEIMv2, YOLOS, Table Transformer: 16-wide ViT backbones of a few
+    blocks, `width`-wide decoders."""
+    import transformers as T
+
+    decoder = dict(d_model=width, decoder_ffn_dim=2 * width, decoder_n_points=2,
+                   decoder_layers=layers, num_queries=queries, num_labels=labels)
+    if family == "lw_detr":
+        bb = T.LwDetrViTConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                               mlp_ratio=2, image_size=128, pretrain_image_size=64, patch_size=16,
+                               window_block_indices=[0, 2], out_indices=[2, 4], num_windows=4)
+        return T.LwDetrConfig(backbone_config=bb, projector_scale_factors=[2.0, 0.5],
+                              c2f_num_blocks=1,
+                              decoder_self_attention_heads=2, decoder_cross_attention_heads=2,
+                              group_detr=1, **decoder)
+    if family == "rf_detr":
+        bb = T.RfDetrDinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                                  mlp_ratio=2, image_size=64, patch_size=16, num_windows=2,
+                                  out_features=["stage2", "stage4"])
+        return T.RfDetrConfig(backbone_config=bb, c2f_num_blocks=1, decoder_self_attention_heads=2,
+                              decoder_cross_attention_heads=2, group_detr=1, dropout=0.0,
+                              **decoder)
+    if family == "deimv2":
+        bb = T.DINOv3ViTConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                               num_attention_heads=2, patch_size=16, image_size=128,
+                               out_indices=[1, 2, 3], num_register_tokens=2)
+        return T.Deimv2Config(
+            backbone_config=bb, encoder_hidden_dim=width, encoder_in_channels=[width] * 3,
+            decoder_in_channels=[width] * 3, encoder_ffn_dim=2 * width, encoder_attention_heads=2,
+            decoder_attention_heads=2, hidden_expansion=0.5, lqe_hidden_dim=16, max_num_bins=8,
+            depth_mult=0.34, spatial_tuning_adapter_inplanes=8, **decoder)
+    if family == "yolos":
+        return T.YolosConfig(hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                             intermediate_size=32, image_size=[64, 96], patch_size=16,
+                             num_detection_tokens=queries, num_labels=labels)
+    if family == "table_transformer":
+        return T.TableTransformerConfig(
+            backbone_config=resnet_cfg(T.ResNetConfig, ["stage4"]), use_timm_backbone=False,
+            use_pretrained_backbone=False, d_model=width, encoder_layers=1, decoder_layers=layers,
+            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * width,
+            decoder_ffn_dim=2 * width, num_queries=queries, num_labels=labels, dropout=0.0)
     raise SystemExit(f"unknown family {family}")
 
 
-def randomize_nontrivial(model: nn.Module, gen: torch.Generator) -> None:
-    """Every bias, norm affine and running statistic gets a seeded, non-trivial value."""
+def randomize_nontrivial(model: nn.Module, gen: torch.Generator, all_params=False) -> None:
+    """Every bias, norm affine and running statistic gets a seeded, non-trivial value; with
+    `all_params`, so does every other parameter still at a constant initial value (zero
+    position embeddings and tokens, layer scales of 1)."""
 
     def uni(t, lo=0.5, hi=1.5):
         t.copy_(torch.rand(t.shape, generator=gen, dtype=torch.float32).to(t.dtype) * (hi - lo)
@@ -164,6 +231,11 @@ def randomize_nontrivial(model: nn.Module, gen: torch.Generator) -> None:
                     nrm(m.bias)
             elif isinstance(m, nn.MultiheadAttention) and m.in_proj_bias is not None:
                 nrm(m.in_proj_bias)
+        if all_params:
+            for _, p in model.named_parameters():
+                flat = p.detach().flatten()
+                if flat.numel() > 0 and bool((flat == flat[0]).all()):
+                    (uni if float(flat[0]) != 0.0 else nrm)(p)
 
 
 class Outputs(nn.Module):
@@ -185,7 +257,8 @@ def build(family: str, seed: int, **cfg_kw) -> nn.Module:
     arch = FAMILIES[family]["arch"]
     cfg = make_config(family, **cfg_kw)
     model = getattr(T, arch)(cfg)
-    randomize_nontrivial(model, torch.Generator().manual_seed(seed + 1000))
+    randomize_nontrivial(model, torch.Generator().manual_seed(seed + 1000),
+                         all_params=FAMILIES[family].get("all_params", False))
     model.eval()
     return Outputs(model).eval()
 
@@ -195,7 +268,8 @@ def make_input(batch: int, size, seed: int = INPUT_SEED) -> torch.Tensor:
 
 
 def export(model, x, path: Path, opset: int, exporter: str, dynamic: bool,
-           names=("pixel_values",), outs=("logits", "pred_boxes"), optimize=True):
+           names=("pixel_values",), outs=("logits", "pred_boxes"), optimize=True,
+           strip_metadata=False):
     path.parent.mkdir(parents=True, exist_ok=True)
     for p in (path, path.with_name(path.name + ".data")):
         if p.exists():
@@ -210,12 +284,28 @@ def export(model, x, path: Path, opset: int, exporter: str, dynamic: bool,
                                      input_names=list(names), output_names=list(outs),
                                      optimize=optimize, **kw)
             prog.save(str(path), external_data=True)
+            if strip_metadata:
+                strip_node_metadata(path)
         else:
             kw = {}
             if dynamic:
                 kw["dynamic_axes"] = {n: {0: "batch"} for n in list(names) + list(outs)}
             torch.onnx.export(model, args, str(path), opset_version=opset, dynamo=False,
                               input_names=list(names), output_names=list(outs), **kw)
+
+
+def strip_node_metadata(path: Path) -> None:
+    """Drops the dynamo exporter's per-node metadata (each node's Python stack trace: most of
+    a small model's file); the graph is unchanged."""
+    import onnx
+
+    m = onnx.load(str(path))
+    for n in m.graph.node:
+        del n.metadata_props[:]
+        n.doc_string = ""
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    onnx.save(m, str(path), save_as_external_data=True, location=data.name, size_threshold=1024)
 
 
 def ort_run(model_or_path, feeds: dict):
@@ -283,6 +373,20 @@ def fixture_name(family: str, opset: int, batch, exporter: str) -> str:
     return f"{family}_op{opset}{ex}_{b}.onnx"
 
 
+# Exports an exporter cannot make (written into the manifest's `not_exported`, with the reason).
+NOT_EXPORTED: list = []
+
+
+def export_failure(e: Exception) -> str:
+    """The exporter's own reason, without its advice text: the innermost error's first line
+    for the dynamo exporter (its ConversionError wraps the op it has no translation for)."""
+    inner = e
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    lines = [ln for ln in str(inner).splitlines() if ln.strip()]
+    return f"{type(inner).__name__}: {lines[0][:300] if lines else ''}"
+
+
 def make_transformers(only: list[str] | None, entries: list) -> None:
     for fam, spec in FAMILIES.items():
         if only and fam not in only:
@@ -295,10 +399,14 @@ def make_transformers(only: list[str] | None, entries: list) -> None:
                 ref = list(model(x))
             t0 = time.perf_counter()
             try:
-                export(model, x, path, opset, exporter, dynamic=batch is None)
+                export(model, x, path, opset, exporter, dynamic=batch is None,
+                       strip_metadata=spec.get("all_params", False))
             except Exception as e:  # noqa: BLE001 - record and go on with the other exports
-                print(f"{path.name}: export FAILED: {type(e).__name__}: {str(e)[:300]}",
-                      flush=True)
+                why = export_failure(e)
+                print(f"{path.name}: export FAILED: {why}", flush=True)
+                NOT_EXPORTED.append(dict(file=f"fixtures/family/{path.name}", family=fam,
+                                         exporter=exporter, opset=opset,
+                                         batch=batch if batch else "dynamic", reason=why))
                 continue
             dt = time.perf_counter() - t0
             optimized = exporter == "dynamo"
@@ -311,7 +419,8 @@ def make_transformers(only: list[str] | None, entries: list) -> None:
                 # the unoptimized export is what such a user ends up with.
                 print(f"{path.name}: optimized dynamo export invalid ({str(e)[:120]}), "
                       "exporting with optimize=False", flush=True)
-                export(model, x, path, opset, exporter, dynamic=batch is None, optimize=False)
+                export(model, x, path, opset, exporter, dynamic=batch is None, optimize=False,
+                       strip_metadata=spec.get("all_params", False))
                 optimized = False
                 if file_bytes(path) > MAX_BYTES:
                     print(f"{path.name}: unoptimized export is {file_bytes(path)} bytes, "
@@ -332,7 +441,9 @@ def make_transformers(only: list[str] | None, entries: list) -> None:
                 external_data=(f"fixtures/family/{path.name}.data"
                                if path.with_name(path.name + ".data").exists() else None),
                 family=fam, architecture=spec["arch"], source="transformers",
-                exporter=exporter + ((f" (torch.onnx.export dynamo=True, optimize={optimized})")
+                exporter=exporter + ((f" (torch.onnx.export dynamo=True, optimize={optimized}"
+                                      + (", node metadata (stack traces) stripped)"
+                                         if spec.get("all_params") else ")"))
                                      if exporter == "dynamo"
                                      else " (torch.onnx.export dynamo=False)"),
                 opset=info["opset"], batch=batch if batch else "dynamic",
@@ -349,8 +460,15 @@ def config_summary(fam: str) -> dict:
     c = make_config(fam).to_dict()
     keep = ("d_model", "hidden_size", "encoder_layers", "decoder_layers", "num_queries",
             "num_feature_levels", "with_box_refine", "two_stage", "encoder_hidden_dim",
-            "decoder_n_points")
+            "decoder_n_points", "num_hidden_layers", "num_detection_tokens", "image_size",
+            "projector_scale_factors")
     out = {k: c[k] for k in keep if k in c}
+    bb = c.get("backbone_config") or {}
+    if bb.get("model_type") in ("lw_detr_vit", "rf_detr_dinov2", "dinov3_vit"):
+        out["backbone"] = {k: bb[k] for k in ("model_type", "hidden_size", "num_hidden_layers",
+                                              "patch_size", "num_windows", "window_block_indices",
+                                              "image_size", "pretrain_image_size",
+                                              "num_register_tokens") if k in bb}
     out["num_labels"] = len(c.get("id2label", {}))
     return out
 
@@ -358,16 +476,22 @@ def config_summary(fam: str) -> dict:
 # --------------------------------------------------------------------------------------------
 # Official export scripts (RT-DETRv2, D-FINE), run from a temporary checkout.
 # --------------------------------------------------------------------------------------------
-def official(root: Path, entries: list) -> None:
+def official(root: Path, entries: list, only: list[str] | None = None) -> None:
     """Runs `official_export.py` (next to this script) in the checkouts under `root`:
-    root/RT-DETR (lyuwenyu/RT-DETR) and root/D-FINE (Peterande/D-FINE)."""
+    root/RT-DETR (lyuwenyu/RT-DETR), root/D-FINE (Peterande/D-FINE), root/DEIM
+    (ShihuaHuang95/DEIM) and root/DEIMv2 (Intellindust-AI-Lab/DEIMv2); with `only`, the
+    exports whose names are listed."""
     helper = Path(__file__).with_name("official_export.py")
     jobs = [
         ("rtdetrv2_official", root / "RT-DETR" / "rtdetrv2_pytorch", "rtdetrv2", False),
         ("dfine_official_raw", root / "D-FINE", "dfine", False),
         ("dfine_official_simplified", root / "D-FINE", "dfine", True),
+        ("deim_official", root / "DEIM", "deim", False),
+        ("deimv2_official", root / "DEIMv2", "deimv2", False),
     ]
     for name, repo, kind, simplify in jobs:
+        if only and name not in only:
+            continue
         out = OUT_DIR / f"{name}.onnx"
         cmd = [sys.executable, str(helper), "--repo", str(repo), "--kind", kind, "--out",
                str(out)] + (["--simplify"] if simplify else [])
@@ -402,7 +526,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated families (default: all)")
     ap.add_argument("--official-root", type=Path,
-                    help="folder with RT-DETR/ and D-FINE/ checkouts: also make official exports")
+                    help="folder with RT-DETR/, D-FINE/, DEIM/ and DEIMv2/ checkouts: also make "
+                    "official exports (--only names them: rtdetrv2_official, deim_official, ...)")
     ap.add_argument("--official-only", action="store_true")
     ap.add_argument("--family", help="one export: family name")
     ap.add_argument("--opset", type=int, default=17)
@@ -443,8 +568,13 @@ def main():
     if not a.official_only:
         make_transformers(only, entries)
     if a.official_root:
-        official(a.official_root, entries)
+        official(a.official_root, entries, only)
     made = {e["file"] for e in entries}
+    tried = made | {e["file"] for e in NOT_EXPORTED}
+    old_skipped = json.loads(man_path.read_text()).get("not_exported", []) \
+        if man_path.exists() else []
+    not_exported = sorted([e for e in old_skipped if e["file"] not in tried] + NOT_EXPORTED,
+                          key=lambda e: e["file"])
     # Keep the entries of fixtures not regenerated this time (--only, --official-only).
     fixtures = [e for e in old if e["file"] not in made and (ROOT / e["file"]).exists()]
     fixtures = sorted(fixtures + entries, key=lambda e: e["file"])
@@ -460,8 +590,13 @@ def main():
             "batch 'dynamic': batch axis named 'batch' on input and outputs",
             "checked_with: how the export was compared against torch (atol 1e-4 relative to "
             "the output's magnitude)",
+            "not_exported: variants an exporter cannot make, with the exporter's reason (no "
+            "fixture is made in their place): RF-DETR only through the dynamo exporter "
+            "(TorchScript has no aten::_upsample_bicubic2d_aa), DEIMv2 only through TorchScript "
+            "(the dynamo exporter has no aten::_is_all_true)",
         ],
         "fixtures": fixtures,
+        "not_exported": not_exported,
     }
     man_path.write_text(json.dumps(manifest, indent=1) + "\n")
     total = sum(file_bytes(ROOT / e["file"]) for e in fixtures)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Run an official DETR export script (RT-DETRv2 or D-FINE) on a small random-weight model.
+"""Run an official DETR export script (RT-DETRv2, D-FINE, DEIM, DEIMv2) on a small
+random-weight model.
 
 Called by scripts/make_family_fixtures.py (--official-root); usable alone:
 
@@ -7,19 +8,25 @@ Called by scripts/make_family_fixtures.py (--official-root); usable alone:
         --kind rtdetrv2 --out /tmp/rtdetrv2.onnx
     python scripts/official_export.py --repo /tmp/official/D-FINE --kind dfine \\
         --out /tmp/dfine.onnx [--simplify]
+    python scripts/official_export.py --repo /tmp/official/DEIM --kind deim --out /tmp/deim.onnx
+    python scripts/official_export.py --repo /tmp/official/DEIMv2 --kind deimv2 \\
+        --out /tmp/deimv2.onnx          # DINOv3 backbone; --kind deimv2_hgnet: Atto-style
 
-`--repo` is a checkout of lyuwenyu/RT-DETR (its rtdetrv2_pytorch/ folder) or Peterande/D-FINE;
-nothing from it is copied here. What this does, in the checkout's own code:
+`--repo` is a checkout of lyuwenyu/RT-DETR (its rtdetrv2_pytorch/ folder), Peterande/D-FINE,
+ShihuaHuang95/DEIM or Intellindust-AI-Lab/DEIMv2; nothing from it is copied here. What this
+does, in the checkout's own code:
 
-1. A small YAML config that includes the official one (rtdetrv2_hgnetv2_l_6x_coco.yml /
-   dfine_hgnetv2_n_coco.yml) and overrides widths, layer and query counts; the HGNetv2
+1. A small YAML config that includes the official one (rtdetrv2_hgnetv2_l_6x_coco.yml,
+   dfine_hgnetv2_n_coco.yml, deim_hgnetv2_n_coco.yml, deimv2_dinov3_s_coco.yml,
+   deimv2_hgnetv2_atto_coco.yml) and overrides widths, layer and query counts; the HGNetv2
    backbone's `arch_configs` entry is replaced in-process by a tiny one (the config cannot
    change the backbone's widths), `pretrained: False`.
 2. The model is built from it with the repository's YAMLConfig, every bias, norm affine and
    running statistic is randomized (seeded), and its state dict saved as a checkpoint.
 3. The repository's own export script (`tools/export_onnx.py`, `tools/deployment/export_onnx.py`)
    runs its `main()` with `--resume` on that checkpoint: the deploy-mode model + postprocessor
-   (TopK inside), inputs `images`, `orig_target_sizes`, dynamic N, torch's default exporter.
+   (TopK inside), inputs `images`, `orig_target_sizes`, dynamic N, torch's default exporter
+   (the dynamo exporter from torch 2.9: opset 18 whatever the script asks, as its users get).
    D-FINE's script simplifies with onnx-simplifier unless told not to (`--simplify`: as
    shipped).
 4. onnxruntime runs the export and is compared with the torch model as sets of detections.
@@ -60,6 +67,7 @@ TINY_HGNET = {
 
 CONFIGS = {
     "rtdetrv2": dict(
+        package="src",
         base="configs/rtdetrv2/rtdetrv2_hgnetv2_l_6x_coco.yml",
         export="tools/export_onnx.py",
         backbone_name="L",
@@ -76,6 +84,7 @@ eval_spatial_size: [{s}, {s}]
 """,
     ),
     "dfine": dict(
+        package="src",
         base="configs/dfine/dfine_hgnetv2_n_coco.yml",
         export="tools/deployment/export_onnx.py",
         backbone_name="B0",
@@ -89,6 +98,73 @@ DFINETransformer: {{feat_channels: [32, 32], hidden_dim: 32, num_layers: 3, num_
                    dim_feedforward: 64, nhead: 2, num_points: [3, 3], reg_max: 8}}
 DFINEPostProcessor: {{num_top_queries: 20}}
 DFINECriterion: {{reg_max: 8}}
+num_classes: 7
+eval_spatial_size: [{s}, {s}]
+""",
+    ),
+    # DEIM (ShihuaHuang95/DEIM): D-FINE's model trained the DEIM way; its package is `engine`,
+    # its export script fixes 640x640 and opset 16 like D-FINE's.
+    "deim": dict(
+        package="engine",
+        base="configs/deim_dfine/deim_hgnetv2_n_coco.yml",
+        export="tools/deployment/export_onnx.py",
+        backbone_name="B0",
+        input_size=640,
+        yaml="""
+HGNetv2: {{name: 'B0', return_idx: [2, 3], freeze_at: -1, freeze_norm: False, use_lab: True,
+          pretrained: False}}
+HybridEncoder: {{in_channels: [64, 64], hidden_dim: 32, dim_feedforward: 64, nhead: 2,
+                expansion: 0.34, depth_mult: 0.34}}
+DFINETransformer: {{feat_channels: [32, 32], hidden_dim: 32, num_layers: 3, num_queries: 20,
+                   dim_feedforward: 64, nhead: 2, num_points: [3, 3], reg_max: 8}}
+PostProcessor: {{num_top_queries: 20}}
+DEIMCriterion: {{reg_max: 8}}
+num_classes: 7
+eval_spatial_size: [{s}, {s}]
+""",
+    ),
+    # DEIMv2's smallest models (Atto/Femto/Pico): HGNetv2 backbone, one backbone level into its
+    # LiteEncoder (no attention), two decoder levels, a shared box head.
+    "deimv2_hgnet": dict(
+        package="engine",
+        base="configs/deimv2/deimv2_hgnetv2_atto_coco.yml",
+        export="tools/deployment/export_onnx.py",
+        backbone_name="Atto",
+        input_size=256,
+        yaml="""
+HGNetv2: {{name: 'Atto', return_idx: [2], freeze_at: -1, freeze_norm: False, use_lab: True,
+          pretrained: False}}
+LiteEncoder: {{in_channels: [64], feat_strides: [16], hidden_dim: 32, expansion: 0.34,
+              depth_mult: 0.5}}
+DEIMTransformer: {{feat_channels: [32, 32], feat_strides: [16, 32], hidden_dim: 32,
+                  num_levels: 2, num_layers: 3, num_queries: 20, dim_feedforward: 48, nhead: 2,
+                  num_points: [3, 2], reg_max: 8, share_bbox_head: True, use_gateway: False}}
+PostProcessor: {{num_top_queries: 20}}
+DEIMCriterion: {{reg_max: 8}}
+num_classes: 7
+eval_spatial_size: [{s}, {s}]
+""",
+    ),
+    # DEIMv2 (Intellindust-AI-Lab/DEIMv2) with its DINOv3 backbone: the S config's ViT-Tiny
+    # path (DINOv3STAs: RoPE ViT + spatial tuning adapter) at width 16; its 12 blocks are fixed
+    # by the code. No `weights_path` file: built "from scratch", no download. Its export
+    # script takes the input size from the config and the opset from the command line (17).
+    "deimv2": dict(
+        package="engine",
+        base="configs/deimv2/deimv2_dinov3_s_coco.yml",
+        export="tools/deployment/export_onnx.py",
+        backbone_name=None,
+        input_size=256,
+        strip_node_metadata=True,
+        yaml="""
+DINOv3STAs: {{name: vit_tiny, embed_dim: 16, num_heads: 2, interaction_indexes: [3, 7, 11],
+             weights_path: null, conv_inplane: 8, hidden_dim: 32}}
+HybridEncoder: {{in_channels: [32, 32, 32], hidden_dim: 32, dim_feedforward: 64, nhead: 2,
+                expansion: 0.34, depth_mult: 0.34}}
+DEIMTransformer: {{feat_channels: [32, 32, 32], hidden_dim: 32, num_layers: 3, num_queries: 20,
+                  dim_feedforward: 64, nhead: 2, num_points: [2, 2, 2], reg_max: 8}}
+PostProcessor: {{num_top_queries: 20}}
+DEIMCriterion: {{reg_max: 8}}
 num_classes: 7
 eval_spatial_size: [{s}, {s}]
 """,
@@ -117,10 +193,14 @@ def main():
     os.chdir(repo)
     sys.path.insert(0, str(repo))
 
-    # The checkout's own modules. The backbone widths live in a class table, not the config.
-    from src.core import YAMLConfig  # noqa: E402
-    hg = importlib.import_module("src.nn.backbone.hgnetv2")
-    hg.HGNetv2.arch_configs[spec["backbone_name"]] = TINY_HGNET
+    # The checkout's own modules (package `src` in RT-DETR / D-FINE, `engine` in DEIM /
+    # DEIMv2). The HGNetv2 widths live in a class table, not the config.
+    pkg = spec["package"]
+    YAMLConfig = importlib.import_module(f"{pkg}.core").YAMLConfig  # noqa: N806
+    if spec["backbone_name"]:
+        hg = importlib.import_module(f"{pkg}.nn.backbone.hgnetv2" if pkg == "src"
+                                     else f"{pkg}.backbone.hgnetv2")
+        hg.HGNetv2.arch_configs[spec["backbone_name"]] = TINY_HGNET
 
     tmp = Path(tempfile.mkdtemp(prefix="detrc_official_"))
     cfg_path = tmp / f"{a.kind}_tiny.yml"
@@ -142,6 +222,9 @@ def main():
         args = argparse.Namespace(config=str(cfg_path), resume=str(ckpt), output_file=str(out),
                                   input_size=spec["input_size"], check=True, simplify=False,
                                   update=None)
+    elif a.kind.startswith("deimv2"):
+        args = argparse.Namespace(config=str(cfg_path), resume=str(ckpt), check=True,
+                                  simplify=a.simplify, opset=17)
     else:
         args = argparse.Namespace(config=str(cfg_path), resume=str(ckpt), check=True,
                                   simplify=a.simplify)
@@ -151,8 +234,19 @@ def main():
         raise SystemExit(f"the export script did not write {out}")
 
     import onnx
-    m = onnx.load(str(out), load_external_data=False)
     data = out.with_name(out.name + ".data")
+    if spec.get("strip_node_metadata"):
+        # The dynamo exporter records each node's Python stack trace in its metadata_props:
+        # 2.5 MB of text for DEIMv2's 1,550 nodes. Dropped to keep the fixture small; nothing
+        # in the graph changes.
+        full = onnx.load(str(out))
+        for n in full.graph.node:
+            del n.metadata_props[:]
+            n.doc_string = ""
+        data.unlink(missing_ok=True)
+        onnx.save(full, str(out), save_as_external_data=True, location=data.name,
+                  size_threshold=1024)
+    m = onnx.load(str(out), load_external_data=False)
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
     if data.exists() and not external:
         data.unlink()  # onnxsim rewrote the model inline; the old weights file is stale
@@ -180,12 +274,18 @@ def main():
     ops = {o.domain or "ai.onnx": o.version for o in m.opset_import}
     print(json.dumps(dict(
         architecture={"rtdetrv2": "RT-DETRv2 (lyuwenyu/RT-DETR rtdetrv2_pytorch)",
-                      "dfine": "D-FINE (Peterande/D-FINE)"}[a.kind]
-        + ", HGNetv2 backbone at tiny width",
+                      "dfine": "D-FINE (Peterande/D-FINE)",
+                      "deim": "DEIM D-FINE (ShihuaHuang95/DEIM)",
+                      "deimv2": "DEIMv2 (Intellindust-AI-Lab/DEIMv2)",
+                      "deimv2_hgnet": "DEIMv2 Atto-style (Intellindust-AI-Lab/DEIMv2)"}[a.kind]
+        + (", DINOv3STAs ViT-Tiny backbone at width 16" if a.kind == "deimv2"
+           else ", HGNetv2 backbone at tiny width"),
         source="official export script",
         exporter=f"{spec['export']} main() (torch.onnx.export defaults: torch "
                  f"{torch.__version__}), opsets {ops}"
-        + (", simplified by the script (onnxsim)" if a.simplify else ", not simplified"),
+        + (", simplified by the script (onnxsim)" if a.simplify else ", not simplified")
+        + (", node metadata (stack traces) stripped" if spec.get("strip_node_metadata")
+           else ""),
         inputs={"images": ["N", 3, s, s], "orig_target_sizes": ["N", 2]},
         seed=SEED, config=spec["yaml"].format(s=s).strip(),
         checked_with=f"onnxruntime vs torch as sets of detections, max diff {diff:.1e}",

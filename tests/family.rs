@@ -1,5 +1,6 @@
-//! DETR-family exports (fixtures/family/: transformers DETR variants, RT-DETR, D-FINE, the
-//! official RT-DETRv2 / D-FINE export scripts) and the passes made for them: each compiled
+//! DETR-family exports (fixtures/family/: transformers DETR variants, RT-DETR, D-FINE, LW-DETR,
+//! RF-DETR, DEIMv2, YOLOS, Table Transformer, the official RT-DETRv2 / D-FINE / DEIM / DEIMv2
+//! export scripts) and the passes made for them: each compiled
 //! model against its original (onnxruntime through scripts/family_compare.py: TopK outputs as
 //! sets of detections, Deformable DETR against a copy with its float64 grid cast to float;
 //! tract in-process on the static transformers exports it can run), and the
@@ -377,5 +378,193 @@ fn fp16_gridsample_inputs_share_a_type() {
             seen += 1;
         }
         assert!(seen > 0, "{f}: no GridSample");
+    }
+}
+
+/// The newer families (issue 24): transformers LW-DETR, RF-DETR, DEIMv2 (DINOv3), YOLOS,
+/// Table Transformer, and the official DEIM / DEIMv2 export scripts.
+const NEWGEN: [&str; 7] = [
+    "lw_detr",
+    "rf_detr",
+    "deimv2",
+    "yolos",
+    "table_transformer",
+    "deim_official",
+    "deimv2_official",
+];
+
+fn newgen_fixtures() -> Vec<PathBuf> {
+    family_fixtures()
+        .into_iter()
+        .filter(|f| {
+            let n = f.file_name().unwrap().to_string_lossy().to_string();
+            NEWGEN.iter().any(|fam| {
+                n.strip_prefix(fam)
+                    .is_some_and(|rest| rest.starts_with("_op") || rest == ".onnx")
+            })
+        })
+        .collect()
+}
+
+/// Every newer-family fixture compiles to a model without Where, If or a Resize of constants,
+/// and (where the exporter wrote the op-16 decomposition) with LayerNorm fused: as many
+/// LayerNormalization nodes as the op-17 export of the same model compiles to, and none of
+/// its ReduceMean left (DEIMv2's RMSNorm keeps its own).
+#[test]
+fn newer_families_compile_clean() {
+    let fixtures = newgen_fixtures();
+    assert!(fixtures.len() >= 17, "{fixtures:?}");
+    let mut layernorms = std::collections::HashMap::new();
+    for f in &fixtures {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let g = detrc::ir::from_onnx::import(compile(f).model).unwrap();
+        for op in ["Where", "If"] {
+            assert_eq!(op_count(&g, op), 0, "{name}: {op} left");
+        }
+        for n in g.topo_ops() {
+            if g.node(n).is("Resize") {
+                let x = g.input(n, 0).unwrap();
+                assert!(
+                    g.const_tensor(x).is_none(),
+                    "{name}: a Resize of a constant is left"
+                );
+            }
+        }
+        if let Some(fam) = name.strip_suffix("_op16_b1.onnx") {
+            layernorms.insert((fam.to_string(), 16), op_count(&g, "LayerNormalization"));
+            layernorms.insert((fam.to_string(), -16), op_count(&g, "ReduceMean"));
+        }
+        if let Some(fam) = name.strip_suffix("_op17_b1.onnx") {
+            layernorms.insert((fam.to_string(), 17), op_count(&g, "LayerNormalization"));
+            layernorms.insert((fam.to_string(), -17), op_count(&g, "ReduceMean"));
+        }
+    }
+    let mut checked = 0;
+    for fam in NEWGEN {
+        let (Some(l16), Some(l17)) = (
+            layernorms.get(&(fam.to_string(), 16)),
+            layernorms.get(&(fam.to_string(), 17)),
+        ) else {
+            continue;
+        };
+        assert!(*l17 > 0, "{fam}: no LayerNormalization at opset 17");
+        assert_eq!(l16, l17, "{fam}: LayerNorms fused at opset 16");
+        assert_eq!(
+            layernorms[&(fam.to_string(), -16)],
+            layernorms[&(fam.to_string(), -17)],
+            "{fam}: ReduceMean left at opset 16 beyond opset 17's"
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 4,
+        "LW-DETR, DEIMv2, YOLOS, Table Transformer at opsets 16 and 17"
+    );
+}
+
+/// The newer families' dynamic-batch exports (and the official DEIM / DEIMv2 exports, whose
+/// batch is symbolic) compile to models equal to the original at batch 1 to 4 under
+/// onnxruntime; the official ones' TopK detections as sets.
+#[test]
+fn newer_dynamic_exports_agree_at_batch_1_to_4() {
+    let Some(py) = python_or_skip() else { return };
+    let dir = tmpdir();
+    let mut failures = vec![];
+    let mut runs = 0;
+    for f in newgen_fixtures() {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        if !(name.ends_with("_dyn.onnx") || name.contains("official")) {
+            continue;
+        }
+        let c = compile(&f);
+        let out = dir.path().join(&name);
+        detrc::emit::save(&c.model, &out, detrc::emit::ExternalData::Never).unwrap();
+        for batch in 1..=4 {
+            let o = std::process::Command::new(&py)
+                .arg(root().join("scripts/family_compare.py"))
+                .arg(&f)
+                .arg(&out)
+                .args(["--atol", "1e-4", "--batch", &batch.to_string()])
+                .output()
+                .unwrap();
+            runs += 1;
+            if !o.status.success() {
+                failures.push(format!(
+                    "{name} at batch {batch}: {}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+        }
+    }
+    assert_eq!(runs, 6 * 4, "4 dynamic exports and 2 official ones");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The newer families build TensorRT-RTX engines for sm86 (real libraries, CPU only): the
+/// static exports in fp32 and fp16, the dynamic ones in fp16 with a batch 1-4 profile.
+#[test]
+fn newer_families_build_engines() {
+    let Some(trt) = detrc::build::engine::test_libraries() else {
+        assert!(
+            std::env::var_os("DETRC_REQUIRE_TENSORRT").is_none(),
+            "DETRC_REQUIRE_TENSORRT is set but the TensorRT-RTX libraries are missing"
+        );
+        eprintln!("SKIP: no TensorRT-RTX libraries (scripts/install_tensorrt_rtx.sh)");
+        return;
+    };
+    let dir = tmpdir();
+    let build = |compiled: &std::path::Path, precision: &str, shapes: Option<&str>| {
+        let engine = compiled.with_extension(format!("{precision}.engine"));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_detrc"));
+        cmd.env("DETRC_TENSORRT_DIR", &trt)
+            .arg("build")
+            .arg(compiled)
+            .arg("-o")
+            .arg(&engine)
+            .args(["--target", "sm86", "--precision", precision, "-q"]);
+        if let Some(s) = shapes {
+            cmd.args(["--shapes", s]);
+        }
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{} {precision}: {}{}",
+            compiled.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(std::fs::metadata(&engine).unwrap().len() > 0);
+    };
+    for f in [
+        "lw_detr_op16_b1.onnx",
+        "rf_detr_op18_dynamo_b1.onnx",
+        "deimv2_op16_b1.onnx",
+        "yolos_op17_b1.onnx",
+        "table_transformer_op16_b1.onnx",
+        "deim_official.onnx",
+        "deimv2_official.onnx",
+    ] {
+        let compiled = dir.path().join(f);
+        let c = compile(&family(f));
+        detrc::emit::save(&c.model, &compiled, detrc::emit::ExternalData::Never).unwrap();
+        for precision in ["fp32", "fp16"] {
+            build(&compiled, precision, None);
+        }
+    }
+    for f in [
+        "lw_detr_op17_dyn.onnx",
+        "deimv2_op17_dyn.onnx",
+        "yolos_op17_dyn.onnx",
+        "table_transformer_op17_dyn.onnx",
+    ] {
+        let compiled = dir.path().join(f);
+        let c = compile(&family(f));
+        detrc::emit::save(&c.model, &compiled, detrc::emit::ExternalData::Never).unwrap();
+        build(
+            &compiled,
+            "fp16",
+            Some("pixel_values:1x3x96x128/2x3x96x128/4x3x96x128"),
+        );
     }
 }

@@ -804,3 +804,71 @@ fn gridsample_gather_leaves_other_modes_with_a_reason() {
         assert_eq!(op_count(&g, "GridSample"), 1);
     }
 }
+
+/// ConvTranspose (LW-DETR's 2x upsampling projector) has a type rule: its output shape, for
+/// strides, pads, output_padding, dilations, groups and SAME padding, is what onnxruntime
+/// computes, so the Shape arithmetic after it folds.
+#[test]
+fn conv_transpose_output_shape_is_onnxruntimes_and_its_shape_arithmetic_folds() {
+    let Some(rt) = ort_runtime() else { return };
+    let cases: Vec<(&str, [i64; 4], Vec<detrc::load::proto::AttributeProto>)> = vec![
+        ("k2s2", [4, 3, 2, 2], vec![ints_attr("strides", &[2, 2])]),
+        (
+            "k3s2p1op1",
+            [4, 3, 3, 3],
+            vec![
+                ints_attr("strides", &[2, 2]),
+                ints_attr("pads", &[1, 1, 1, 1]),
+                ints_attr("output_padding", &[1, 0]),
+            ],
+        ),
+        (
+            "k3d2g2",
+            [4, 3, 3, 3],
+            vec![ints_attr("dilations", &[2, 1]), int_attr("group", 2)],
+        ),
+        (
+            "same",
+            [4, 3, 3, 3],
+            vec![
+                ints_attr("strides", &[2, 3]),
+                str_attr("auto_pad", "SAME_UPPER"),
+            ],
+        ),
+    ];
+    for (name, w, at) in cases {
+        let m = M::new(17)
+            .input("x", &[1, 4, 5, 6])
+            .output("y")
+            .output("n")
+            .rand("w", &w, 3)
+            .node("ConvTranspose", &["x", "w"], &["y"], at)
+            .node("Shape", &["y"], &["s"], vec![])
+            .node("ReduceProd", &["s"], &["p"], vec![int_attr("keepdims", 0)])
+            .node("Cast", &["p"], &["n"], vec![int_attr("to", 1)]);
+        let mut g = m.graph();
+        apply(&mut g, &infer_shapes::InferShapes);
+        let y = g.outputs[0].src;
+        let typed = g.ty(y).and_then(|t| t.static_shape()).expect("typed");
+        let bytes = encode(&m.model());
+        let r = detrc::reference::Reference::load(
+            detrc::reference::Model::Bytes(&bytes),
+            &rt,
+            detrc::reference::Purpose::Verify,
+            None,
+        )
+        .unwrap();
+        let out = r.run(&r.random_inputs(0)).unwrap();
+        let got: Vec<i64> = out[0].1.shape().iter().map(|&d| d as i64).collect();
+        assert_eq!(typed, got, "{name}");
+        if name == "k3s2p1op1" {
+            let (g2, o) = check(
+                "conv_transpose_shape_folds",
+                &m,
+                &fold_constants::FoldConstants,
+            );
+            assert!(changed(&o));
+            assert_eq!(op_count(&g2, "Shape"), 0, "{name}");
+        }
+    }
+}

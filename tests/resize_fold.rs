@@ -114,3 +114,44 @@ fn resize_modes_without_a_definition_stay() {
     apply(&mut g, &FoldConstants);
     assert_eq!(op_count(&g, "Resize"), 1);
 }
+
+/// YOLOS resizes the position embeddings of every layer (bicubic, A = -0.75) from the
+/// configured grid to the input's: the result is larger than the constant it consumes by more
+/// than the fold budget, and still folds (Resize resamples, per the registry), while a Tile
+/// that grows a constant as much stays, held to the budget.
+#[test]
+fn constant_resize_folds_beyond_the_budget_and_tile_does_not() {
+    let a = AttributeProto {
+        name: Some("cubic_coeff_a".into()),
+        r#type: Some(detrc::load::proto::attr_type::FLOAT),
+        f: Some(-0.75),
+        ..Default::default()
+    };
+    // [1, 2, 24, 40] -> [1, 2, 200, 700]: 7.7 KB in, 1.1 MB out, over the 1 MiB budget.
+    let m = model("cubic", "half_pixel", 0, [24, 40], [200, 700], vec![a]);
+    let mut g = m.graph();
+    apply(&mut g, &detrc::passes::infer_shapes::InferShapes);
+    let before = g.dump();
+    let o = apply(&mut g, &FoldConstants);
+    assert_eq!(op_count(&g, "Resize"), 0, "the Resize folded");
+    insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!(
+            "unit__resize_fold_beyond_budget",
+            format!("--- before\n{before}--- after ({o:?})\n{}", g.dump())
+        );
+    });
+    assert_same_outputs(&encode(&m.model()), &encode(&g.export()), 1e-5);
+
+    // The same growth by repeating a constant is refused.
+    let m2 = M::new(18)
+        .input("x", &[1])
+        .rand("c", &[1, 2, 24, 40], 7)
+        .i64("reps", &[4], &[1, 1, 9, 18])
+        .node("Tile", &["c", "reps"], &["t"], vec![])
+        .node("Add", &["t", "x"], &["y"], vec![])
+        .output("y");
+    let mut g2 = m2.graph();
+    apply(&mut g2, &detrc::passes::infer_shapes::InferShapes);
+    let o2 = apply(&mut g2, &FoldConstants);
+    assert_eq!(op_count(&g2, "Tile"), 1, "{o2:?}");
+}

@@ -495,7 +495,11 @@ fn family_fixtures_choose_their_trained_decode() {
             .is_some_and(|o| o.iter().any(|n| n == "labels"));
         let want = if self_decoding {
             Decode::Graph
-        } else if f["family"] == "detr" {
+        } else if ["detr", "table_transformer", "yolos"]
+            .iter()
+            .any(|fam| f["family"] == *fam)
+        {
+            // Trained with a softmax over the classes and a no-object class.
             Decode::Softmax
         } else {
             Decode::Sigmoid

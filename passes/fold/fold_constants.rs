@@ -3,7 +3,10 @@
 //! known, which is what makes DETR's mask and position-embedding subgraphs constant.
 //!
 //! A size budget keeps folding from inflating the model: a result may only be larger than the
-//! constants it consumes by `Context::fold_budget_bytes`.
+//! constants it consumes by `Context::fold_budget_bytes`. Operators the registry marks as
+//! resampling (Resize) are the exception: their result replaces interpolation the engine
+//! would run on every inference (YOLOS resizes its position embeddings of every layer to the
+//! input grid), so it is stored up to [`MAX_RESAMPLED_BYTES`].
 
 use crate::ir::{Graph, NodeId, NodeKind, Port, TensorType, Value};
 use crate::ops::{self, EvalError};
@@ -14,6 +17,11 @@ pub struct FoldConstants;
 
 /// Constant inputs larger than this are not evaluated (evaluation copies them).
 const MAX_INPUT_BYTES: usize = 256 << 20;
+
+/// The largest result of a resampling operator folded beyond the budget: as large as the
+/// constants the evaluator reads (YOLOS-small's 11 layers of position embeddings resized to a
+/// 1024x1024 input are 69 MB).
+pub const MAX_RESAMPLED_BYTES: usize = MAX_INPUT_BYTES;
 
 /// An operator whose output is a pure function of its inputs and that the evaluator handles.
 pub fn is_foldable(op: &str) -> bool {
@@ -155,7 +163,12 @@ pub fn fold_where(
             match ops::eval_op(&op_type, &attrs, &vals, opset) {
                 Ok(o) => {
                     let out_bytes: usize = o.iter().map(Tensor::byte_size).sum();
-                    if out_bytes > in_bytes.saturating_add(budget) {
+                    let over = if ops::rule(&op_type).is_some_and(|r| r.resamples) {
+                        out_bytes > MAX_RESAMPLED_BYTES.max(in_bytes.saturating_add(budget))
+                    } else {
+                        out_bytes > in_bytes.saturating_add(budget)
+                    };
+                    if over {
                         res.over_budget += 1;
                         continue;
                     }

@@ -8,6 +8,7 @@
 
 mod batch_route;
 mod compile;
+mod control_flow;
 mod fp16_check;
 mod input_shapes;
 mod precision;
@@ -104,7 +105,10 @@ pub fn load_graph_bytes(
     import_validated(proto, had_external)
 }
 
-fn import_validated(proto: ModelProto, had_external: bool) -> Result<(Graph, bool)> {
+fn import_validated(mut proto: ModelProto, had_external: bool) -> Result<(Graph, bool)> {
+    // Exporters' If nodes on constant conditions take their branch first: the IR is
+    // straight-line.
+    control_flow::inline_constant_ifs(&mut proto)?;
     let g = crate::ir::from_onnx::import(proto)?;
     g.validate().map_err(|reason| Error::Validation {
         stage: "loading".into(),

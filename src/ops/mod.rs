@@ -104,6 +104,11 @@ pub struct OpRule {
     /// Output axis k is input 0's axis k (the rank is kept and no axis moves, though its size
     /// may change: Resize, Pad).
     pub positional: bool,
+    /// Each output element costs arithmetic over several input elements (interpolation), not a
+    /// copy or broadcast: a constant result is worth storing even where it is larger than what
+    /// it consumes (a ViT's position embeddings resized to the input grid), so constant
+    /// folding does not hold it to the size budget, only to a hard cap.
+    pub resamples: bool,
 }
 
 impl OpRule {
@@ -115,6 +120,7 @@ impl OpRule {
             eval: None,
             axes: Axes::Other,
             positional: false,
+            resamples: false,
         }
     }
     const fn infer(mut self, f: InferFn) -> Self {
@@ -135,6 +141,10 @@ impl OpRule {
     }
     const fn positional(mut self) -> Self {
         self.positional = true;
+        self
+    }
+    const fn resamples(mut self) -> Self {
+        self.resamples = true;
         self
     }
 

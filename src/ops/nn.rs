@@ -17,20 +17,26 @@ pub(super) const RULES: &[OpRule] = &[
         .eval(eval)
         .axes(Axes::Along)
         .positional(),
-    OpRule::new("Resize").infer(infer).eval(eval).positional(),
+    OpRule::new("Resize")
+        .infer(infer)
+        .eval(eval)
+        .positional()
+        .resamples(),
     OpRule::new("Softmax")
         .infer(infer)
         .eval(eval)
         .axes(Axes::Along)
         .positional(),
-    OpRule::new("Upsample").infer(infer).eval(eval),
+    OpRule::new("Upsample").infer(infer).eval(eval).resamples(),
     OpRule::new("AveragePool").infer(infer).axes(Axes::Leading),
     OpRule::new("BatchNormalization")
         .infer(infer)
         .axes(Axes::Leading)
         .positional(),
     OpRule::new("Conv").infer(infer).axes(Axes::Leading),
-    OpRule::new("ConvTranspose").axes(Axes::Leading),
+    OpRule::new("ConvTranspose")
+        .infer(infer)
+        .axes(Axes::Leading),
     OpRule::new("DeformConv").axes(Axes::Leading),
     OpRule::new("GlobalAveragePool")
         .infer(infer)
@@ -147,6 +153,13 @@ fn infer(cx: &InferCx) -> Option<Vec<Option<TensorType>>> {
                 }));
             }
             Some(v)
+        }
+        "ConvTranspose" => {
+            let w = tys.get(1).cloned().flatten().and_then(|t| t.shape)?;
+            Some(vec![Some(TensorType {
+                dtype: dt0?,
+                shape: Some(conv_transpose_shape(at, &s0?, &w)?),
+            })])
         }
         "GlobalAveragePool" | "GlobalMaxPool" => {
             let x = s0?;
@@ -518,6 +531,73 @@ pub(super) fn pool_like(
                 Dim::Fixed(o)
             }
             _ => Dim::Unknown,
+        };
+        out.push(d);
+    }
+    Some(out)
+}
+
+/// Output shape of a ConvTranspose (LW-DETR's upsampling projector): batch, `W[1] * group`
+/// channels, and per spatial axis `stride * (in - 1) + output_padding + dilation * (k - 1) + 1
+/// - pads`, or `output_shape` where given, or `in * stride` with SAME padding.
+fn conv_transpose_shape(at: &[AttributeProto], x: &[Dim], w: &[Dim]) -> Option<Vec<Dim>> {
+    let spatial = x.len().checked_sub(2)?;
+    if w.len() != x.len() {
+        return None;
+    }
+    let kernel: Vec<i64> = match attrs::ints(at, "kernel_shape") {
+        Some(k) => k,
+        None => w[2..].iter().map(Dim::fixed).collect::<Option<_>>()?,
+    };
+    let ones = vec![1; spatial];
+    let strides = attrs::ints(at, "strides").unwrap_or_else(|| ones.clone());
+    let dil = attrs::ints(at, "dilations").unwrap_or_else(|| ones.clone());
+    let pads = attrs::ints(at, "pads").unwrap_or_else(|| vec![0; 2 * spatial]);
+    let out_pad = attrs::ints(at, "output_padding").unwrap_or_else(|| vec![0; spatial]);
+    let explicit = attrs::ints(at, "output_shape");
+    if kernel.len() != spatial
+        || strides.len() != spatial
+        || dil.len() != spatial
+        || pads.len() != 2 * spatial
+        || out_pad.len() != spatial
+        || explicit.as_ref().is_some_and(|o| o.len() != spatial)
+        || kernel.iter().chain(&strides).chain(&dil).any(|&v| v <= 0)
+    {
+        return None;
+    }
+    let group = attrs::int_or(at, "group", 1);
+    let channels = match &w[1] {
+        Dim::Fixed(c) => Dim::Fixed(c.checked_mul(group)?),
+        _ => Dim::Unknown,
+    };
+    let auto = attrs::string(at, "auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let mut out = vec![x[0].clone(), channels];
+    for i in 0..spatial {
+        let d = match (&explicit, &x[i + 2]) {
+            (Some(o), _) => Dim::Fixed(o[i]),
+            (None, Dim::Fixed(v)) => {
+                let o = match auto.as_str() {
+                    "SAME_UPPER" | "SAME_LOWER" => v.checked_mul(strides[i])?,
+                    _ => {
+                        let pad = if auto == "VALID" {
+                            0
+                        } else {
+                            pads[i].checked_add(pads[i + spatial])?
+                        };
+                        strides[i]
+                            .checked_mul(v - 1)?
+                            .checked_add(out_pad[i])?
+                            .checked_add(dil[i].checked_mul(kernel[i] - 1)?)?
+                            .checked_add(1)?
+                            .checked_sub(pad)?
+                    }
+                };
+                if o < 0 {
+                    return None;
+                }
+                Dim::Fixed(o)
+            }
+            (None, _) => Dim::Unknown,
         };
         out.push(d);
     }
