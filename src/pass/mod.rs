@@ -166,6 +166,11 @@ impl Pipeline {
         }
         let mut reports = Vec::new();
         let mut step = 0;
+        // The graph as it was before the running pass, to restore if the pass fails. Taken
+        // again only after a pass changed the graph: a pass that reports no change has left
+        // it as it was, so the copy stays good, and on a 2 MB model copying (and dropping) the
+        // graph before each of ~60 pass runs was half the compile time (measured with perf).
+        let mut snapshot: Option<Graph> = None;
         for iteration in 1..=self.max_iterations {
             let mut any = false;
             for p in &self.passes {
@@ -177,7 +182,7 @@ impl Pipeline {
                     step,
                     pass: p.name(),
                 });
-                let before = g.clone();
+                let before = snapshot.get_or_insert_with(|| g.clone());
                 let ops_before = g.num_ops();
                 let t0 = std::time::Instant::now();
                 let result = p.run(g, &self.context).and_then(|o| {
@@ -189,12 +194,13 @@ impl Pipeline {
                 let (status, details) = match result {
                     Ok(Outcome::Changed(lines)) => {
                         any = true;
+                        snapshot = None;
                         (Status::Changed, lines)
                     }
                     Ok(Outcome::Unchanged) => (Status::Unchanged, vec![]),
                     Ok(Outcome::NotApplicable(why)) => (Status::NotApplicable, vec![why]),
                     Err(reason) => {
-                        *g = before;
+                        *g = before.clone();
                         if self.context.strict {
                             return Err(Error::Pass {
                                 pass: p.name().into(),
